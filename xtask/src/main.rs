@@ -1,0 +1,2 @@
+//! `cargo xtask`: orchestration only; heavy work runs in release builds of `drsae`.
+fn main() {}
