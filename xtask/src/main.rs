@@ -1,2 +1,189 @@
 //! `cargo xtask`: orchestration only; heavy work runs in release builds of `drsae`.
-fn main() {}
+//!
+//! Every command prints what it runs, builds `drsae` in release mode where it needs it, and
+//! then *replaces* itself with the final command (`exec` on Unix): the command's exit code is
+//! xtask's exit code, and Ctrl-C reaches it exactly as if it had been typed directly, so an
+//! interrupted `cargo xtask sweep` checkpoints and exits 130 like `drsae sweep` does.
+//! std only, so that `cargo xtask` starts without compiling a dependency tree.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]    (paths are relative to the repository root)
+
+commands (each prints what it runs; `drsae` is built with --release first):
+  fetch-data [--dir D]      download and verify MNIST            (drsae fetch-data)
+  fixture [--src D] [...]   cut the 1,000-image test fixture     (drsae fixture --out
+                            crates/drsae-data/tests/fixtures/mnist-mini)
+  bench-kernels [OUT.csv]   kernel GFLOP/s table                 (kernel_table, default
+                            results/kernels.csv)
+  sweep SPEC.toml [...]     run a sweep                          (drsae sweep; see --help)
+  report SPEC.toml [...]    aggregate a sweep                    (drsae report)
+  figures [...]             analysis figures                     (drsae figures)
+  ci                        what CI runs                         (bash .ci/run)
+";
+
+/// Where the committed test fixture lives, relative to the repository root.
+const FIXTURE_DIR: &str = "crates/drsae-data/tests/fixtures/mnist-mini";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let root = repo_root();
+    let rest = rest.to_vec();
+    let result = match cmd.to_str().unwrap_or("") {
+        "fetch-data" => drsae(&root, "fetch-data", rest),
+        "fixture" => {
+            let mut rest = rest;
+            if !rest.iter().any(|a| a == "--out") {
+                rest.extend(["--out".into(), root.join(FIXTURE_DIR).into()]);
+            }
+            drsae(&root, "fixture", rest)
+        }
+        "bench-kernels" => {
+            let out = if rest.is_empty() {
+                vec![OsString::from("results/kernels.csv")]
+            } else {
+                rest
+            };
+            let mut c = cargo(&root);
+            c.args([
+                "run",
+                "--release",
+                "-p",
+                "drsae-benches",
+                "--bin",
+                "kernel_table",
+                "--",
+            ])
+            .args(out);
+            exec(c)
+        }
+        "sweep" => drsae(&root, "sweep", rest),
+        "report" => drsae(&root, "report", rest),
+        "figures" => drsae(&root, "figures", rest),
+        "ci" => {
+            let mut c = Command::new("bash");
+            c.arg(".ci/run").args(rest).current_dir(&root);
+            exec(c)
+        }
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        other => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            Ok(2)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: xtask's manifest folder is `<root>/xtask`.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `$CARGO` (set by `cargo run` to the cargo that runs us, so the same toolchain builds),
+/// else `cargo` from PATH, run in the repository root.
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root);
+    c
+}
+
+/// `target/` of the workspace (or `$CARGO_TARGET_DIR`).
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
+/// Builds `drsae` in release mode, then runs `drsae <sub> <args>` in the repository root.
+fn drsae(root: &Path, sub: &str, args: Vec<OsString>) -> Result<u8, String> {
+    let mut build = cargo(root);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "drsae-harness",
+        "--bin",
+        "drsae",
+    ]);
+    let code = run(build)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    let bin = target_dir(root)
+        .join("release")
+        .join(format!("drsae{}", std::env::consts::EXE_SUFFIX));
+    let mut c = Command::new(bin);
+    c.arg(sub).args(args).current_dir(root);
+    exec(c)
+}
+
+fn show(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(|ch: char| ch.is_whitespace() || "'\"$`\\".contains(ch)) {
+            s.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// Runs a command to completion; its exit code (128 + signal if killed).
+fn run(mut c: Command) -> Result<u8, String> {
+    eprintln!("xtask: {}", show(&c));
+    let status = c
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", c.get_program().to_string_lossy()))?;
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return 128u8.saturating_add(sig as u8);
+        }
+    }
+    status.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)
+}
+
+/// Replaces this process with the command (Unix), or runs it and returns its exit code.
+fn exec(mut c: Command) -> Result<u8, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        eprintln!("xtask: {}", show(&c));
+        // exec only returns on failure.
+        let e = c.exec();
+        Err(format!(
+            "cannot run {}: {e}",
+            c.get_program().to_string_lossy()
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        run(c)
+    }
+}

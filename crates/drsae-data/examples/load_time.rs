@@ -9,7 +9,10 @@ use std::time::Instant;
 use drsae_data::{DATA_DIR_ENV, LoadOptions, load};
 
 fn main() -> ExitCode {
-    let Some(dir) = std::env::args_os().nth(1).or_else(|| std::env::var_os(DATA_DIR_ENV)) else {
+    let Some(dir) = std::env::args_os()
+        .nth(1)
+        .or_else(|| std::env::var_os(DATA_DIR_ENV))
+    else {
         eprintln!("usage: load_time <data dir>  (or set {DATA_DIR_ENV})");
         return ExitCode::FAILURE;
     };

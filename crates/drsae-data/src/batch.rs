@@ -66,7 +66,13 @@ impl EpochBatches {
     /// If `batch_size` is zero.
     pub fn new(n_examples: usize, batch_size: usize, seed: u64, epoch: u64) -> Self {
         assert!(batch_size > 0, "batch_size must be at least 1");
-        let mut batches = Self { order: Vec::with_capacity(n_examples), batch_size, seed, epoch, pos: 0 };
+        let mut batches = Self {
+            order: Vec::with_capacity(n_examples),
+            batch_size,
+            seed,
+            epoch,
+            pos: 0,
+        };
         batches.order.extend(0..n_examples);
         batches.reset(epoch);
         batches
@@ -91,7 +97,11 @@ impl EpochBatches {
     /// If `split` does not have the `n_examples` this object was made for, or its `dim`
     /// differs from `buf`'s.
     pub fn next_into(&mut self, split: &Split, buf: &mut BatchBuf) -> bool {
-        assert_eq!(split.len(), self.order.len(), "split size differs from EpochBatches size");
+        assert_eq!(
+            split.len(),
+            self.order.len(),
+            "split size differs from EpochBatches size"
+        );
         assert_eq!(split.dim, buf.dim, "split dim differs from BatchBuf dim");
         buf.x.clear();
         buf.y.clear();

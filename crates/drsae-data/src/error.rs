@@ -264,9 +264,14 @@ impl DataError {
     /// where the files belong.
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::NotFound {
-            Self::Missing { path: path.to_path_buf() }
+            Self::Missing {
+                path: path.to_path_buf(),
+            }
         } else {
-            Self::Io { path: path.to_path_buf(), source }
+            Self::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 }
@@ -274,8 +279,14 @@ impl DataError {
 /// The folder holding `path`, absolute when the current directory is known, for messages that
 /// tell the user where to put files.
 fn absolute_parent(path: &Path) -> String {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf()).display().to_string()
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::path::absolute(parent)
+        .unwrap_or_else(|_| parent.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Names of the IDX element types, so an unsupported one is reported by name.

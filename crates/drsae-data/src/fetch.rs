@@ -132,7 +132,11 @@ fn download(agent: &ureq::Agent, url: &str, name: &str) -> Result<Vec<u8>, Strin
     let bar = progress_bar(len, name);
     let capacity = len.unwrap_or(0).min(MAX_DOWNLOAD_BYTES) as usize;
     let mut bytes = Vec::with_capacity(capacity);
-    let reader = response.body_mut().with_config().limit(MAX_DOWNLOAD_BYTES).reader();
+    let reader = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_DOWNLOAD_BYTES)
+        .reader();
     let result = bar.wrap_read(reader).read_to_end(&mut bytes);
     bar.finish_and_clear();
     result.map_err(|e| e.to_string())?;

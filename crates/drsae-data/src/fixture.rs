@@ -25,7 +25,11 @@ pub fn make_fixture(
         let array = read_idx(&src)?;
         let available = array.dims.first().copied().unwrap_or(0);
         if n > available {
-            return Err(DataError::NotEnoughRecords { path: src, requested: n, available });
+            return Err(DataError::NotEnoughRecords {
+                path: src,
+                requested: n,
+                available,
+            });
         }
         // Records are contiguous, so the first n are a prefix of the data.
         let record: usize = array.dims.iter().skip(1).product();

@@ -92,7 +92,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let mut decoded = read_decoded(path)?;
     // Drop the header in place (a memmove) instead of copying the body to a new buffer.
     decoded.bytes.drain(..decoded.header_len);
-    Ok(IdxArray { dims: decoded.dims, data: decoded.bytes })
+    Ok(IdxArray {
+        dims: decoded.dims,
+        data: decoded.bytes,
+    })
 }
 
 /// The decompressed contents of `bytes`: gunzipped if they start with the gzip magic, else the
@@ -101,7 +104,11 @@ pub(crate) fn decompressed<'a>(
     bytes: &'a [u8],
     path: &Path,
 ) -> Result<std::borrow::Cow<'a, [u8]>, DataError> {
-    if is_gzip(bytes) { Ok(gunzip(bytes, path)?.into()) } else { Ok(bytes.into()) }
+    if is_gzip(bytes) {
+        Ok(gunzip(bytes, path)?.into())
+    } else {
+        Ok(bytes.into())
+    }
 }
 
 /// Whether `bytes` start with the gzip magic `1f 8b`.
@@ -112,24 +119,38 @@ pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
 /// Reads, decompresses and validates an IDX file, keeping the whole decompressed file.
 pub(crate) fn read_decoded(path: &Path) -> Result<Decoded, DataError> {
     let bytes = read_file(path)?;
-    let bytes = if bytes.starts_with(&GZIP_MAGIC) { gunzip(&bytes, path)? } else { bytes };
+    let bytes = if bytes.starts_with(&GZIP_MAGIC) {
+        gunzip(&bytes, path)?
+    } else {
+        bytes
+    };
     let (dims, header_len) = parse_header(&bytes, path)?;
-    Ok(Decoded { bytes, header_len, dims })
+    Ok(Decoded {
+        bytes,
+        header_len,
+        dims,
+    })
 }
 
 /// Reads a whole file, after checking that it exists, is a regular file and is not empty.
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if !meta.is_file() {
-        return Err(DataError::NotAFile { path: path.to_path_buf() });
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     if meta.len() == 0 {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
     if bytes.is_empty() {
         // The file shrank between the two calls; report it the same way.
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(bytes)
 }
@@ -140,7 +161,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 /// decompressed with no reallocation; the hint is distrusted beyond the largest ratio deflate
 /// can reach, because a corrupt trailer must not cause a huge allocation.
 fn gunzip(compressed: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
-    let hint = match compressed.len().checked_sub(4).and_then(|at| compressed.get(at..)) {
+    let hint = match compressed
+        .len()
+        .checked_sub(4)
+        .and_then(|at| compressed.get(at..))
+    {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
         _ => 0,
     };
@@ -153,10 +178,15 @@ fn gunzip(compressed: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
     match decoder.read_to_end(&mut out) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(DataError::TruncatedGzip { path: path.to_path_buf() });
+            return Err(DataError::TruncatedGzip {
+                path: path.to_path_buf(),
+            });
         }
         Err(e) => {
-            return Err(DataError::CorruptGzip { path: path.to_path_buf(), reason: e.to_string() });
+            return Err(DataError::CorruptGzip {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
         }
     }
     if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
@@ -181,16 +211,29 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, usi
         *dst = *src;
     }
     if found[0] != 0 || found[1] != 0 {
-        return Err(DataError::BadMagic { path: path_buf(), found });
+        return Err(DataError::BadMagic {
+            path: path_buf(),
+            found,
+        });
     }
     let Some(&[_, _, code, ndims]) = bytes.get(..4) else {
-        return Err(DataError::TruncatedHeader { path: path_buf(), expected: 4, actual: bytes.len() });
+        return Err(DataError::TruncatedHeader {
+            path: path_buf(),
+            expected: 4,
+            actual: bytes.len(),
+        });
     };
     if code != IDX_TYPE_U8 {
-        return Err(DataError::UnsupportedType { path: path_buf(), code });
+        return Err(DataError::UnsupportedType {
+            path: path_buf(),
+            code,
+        });
     }
     if !(1..=4).contains(&ndims) {
-        return Err(DataError::BadRank { path: path_buf(), ndims });
+        return Err(DataError::BadRank {
+            path: path_buf(),
+            ndims,
+        });
     }
     let header_len = 4 + 4 * usize::from(ndims);
     let Some(size_bytes) = bytes.get(4..header_len) else {
@@ -213,12 +256,16 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, usi
             what: format!("its header declares dimensions {dims:?}, whose product overflows"),
         })?;
     match bytes.len().cmp(&total) {
-        std::cmp::Ordering::Less => {
-            Err(DataError::Truncated { path: path_buf(), expected: total, actual: bytes.len() })
-        }
-        std::cmp::Ordering::Greater => {
-            Err(DataError::TrailingBytes { path: path_buf(), expected: total, actual: bytes.len() })
-        }
+        std::cmp::Ordering::Less => Err(DataError::Truncated {
+            path: path_buf(),
+            expected: total,
+            actual: bytes.len(),
+        }),
+        std::cmp::Ordering::Greater => Err(DataError::TrailingBytes {
+            path: path_buf(),
+            expected: total,
+            actual: bytes.len(),
+        }),
         std::cmp::Ordering::Equal => Ok((dims, header_len)),
     }
 }
@@ -230,9 +277,15 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, usi
 /// `dims` must have 1 to 4 entries, each at most `u32::MAX`, whose product is `data.len()`.
 /// The gzip header carries no timestamp, so equal inputs give byte-identical files.
 pub fn write_idx(path: &Path, dims: &[usize], data: &[u8], gzip: bool) -> Result<(), DataError> {
-    let invalid = |reason: String| DataError::InvalidArray { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| DataError::InvalidArray {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !(1..=4).contains(&dims.len()) {
-        return Err(invalid(format!("{} dimensions given, IDX here needs 1 to 4", dims.len())));
+        return Err(invalid(format!(
+            "{} dimensions given, IDX here needs 1 to 4",
+            dims.len()
+        )));
     }
     let mut header = vec![0, 0, IDX_TYPE_U8, dims.len() as u8];
     for &d in dims {
@@ -281,13 +334,19 @@ pub(crate) fn write_atomically(
     result.map_err(|source| {
         // Best effort: the temporary file may not even exist if creation failed.
         let _ = fs::remove_file(&temp);
-        DataError::Io { path: path.to_path_buf(), source }
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
 /// `<dir>/.<name>.tmp-<pid>-<n>`: in the same folder, so the rename stays on one file system.
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
@@ -311,7 +370,10 @@ mod tests {
     #[test]
     fn parse_idx_rejects_unsupported_type_by_name() {
         let err = parse_idx(&[0, 0, 0x0D, 1, 0, 0, 0, 0], p()).unwrap_err();
-        assert!(matches!(err, DataError::UnsupportedType { code: 0x0D, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::UnsupportedType { code: 0x0D, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("32-bit float"), "{err}");
     }
 
@@ -329,13 +391,29 @@ mod tests {
         bytes.extend_from_slice(&[0xff; 16]);
         let err = parse_idx(&bytes, p()).unwrap_err();
         // On 64-bit targets (2^32-1)^4 overflows usize.
-        assert!(matches!(err, DataError::TooLarge { .. } | DataError::Truncated { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::TooLarge { .. } | DataError::Truncated { .. }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_idx_rejects_trailing_bytes() {
         let err = parse_idx(&[0, 0, 8, 1, 0, 0, 0, 1, 7, 7], p()).unwrap_err();
-        assert!(matches!(err, DataError::TrailingBytes { expected: 9, actual: 10, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::TrailingBytes {
+                    expected: 9,
+                    actual: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -344,7 +422,10 @@ mod tests {
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
         enc.write_all(&raw).unwrap();
         let gz = enc.finish().unwrap();
-        assert_eq!(decode_idx(&gz, p()).unwrap(), decode_idx(&raw, p()).unwrap());
+        assert_eq!(
+            decode_idx(&gz, p()).unwrap(),
+            decode_idx(&raw, p()).unwrap()
+        );
     }
 
     #[test]

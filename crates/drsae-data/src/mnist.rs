@@ -27,10 +27,22 @@ pub const FILE_NAMES: [&str; 4] = [
 /// SHA-256 (lowercase hex) of the official MNIST files after decompression, keyed by the
 /// decompressed file name.
 pub const MNIST_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 ];
 
 /// Image side length; both datasets are 28×28.
@@ -90,7 +102,10 @@ pub struct Preprocess {
 impl Default for Preprocess {
     /// Both steps, as in the paper.
     fn default() -> Self {
-        Self { scale_01: true, unit_l2: true }
+        Self {
+            scale_01: true,
+            unit_l2: true,
+        }
     }
 }
 
@@ -215,9 +230,6 @@ pub fn load_with_checksums(
         let h2 = s.spawn(|| load_images(&paths[2], hash, 0, pre));
         let h3 = s.spawn(|| load_labels(&paths[3], hash));
         let r0 = load_images(&paths[0], hash, opts.n_valid, pre);
-        let join = |h: thread::ScopedJoinHandle<'_, _>| {
-            h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        };
         (r0, join(h1), join(h2), join(h3))
     });
     // Errors in file order, so the same bad folder always gives the same message.
@@ -265,7 +277,11 @@ pub fn load_with_checksums(
                 });
             }
         }
-        if all_known { ChecksumStatus::Verified } else { ChecksumStatus::Unknown }
+        if all_known {
+            ChecksumStatus::Verified
+        } else {
+            ChecksumStatus::Unknown
+        }
     } else {
         ChecksumStatus::Unknown
     };
@@ -274,12 +290,32 @@ pub fn load_with_checksums(
     let mut train_label_vec = train_labels.labels;
     let valid_labels = train_label_vec.split_off(n_train);
     Ok(Dataset {
-        train: Split { images: train_images.first, labels: train_label_vec, dim: DIM },
-        valid: Split { images: train_images.second, labels: valid_labels, dim: DIM },
-        test: Split { images: test_images.first, labels: test_labels.labels, dim: DIM },
+        train: Split {
+            images: train_images.first,
+            labels: train_label_vec,
+            dim: DIM,
+        },
+        valid: Split {
+            images: train_images.second,
+            labels: valid_labels,
+            dim: DIM,
+        },
+        test: Split {
+            images: test_images.first,
+            labels: test_labels.labels,
+            dim: DIM,
+        },
         checksums,
         dir: dir.to_path_buf(),
     })
+}
+
+/// Waits for a loader thread; the loaders do not panic on any input, so a panic is a bug and is
+/// passed on unchanged.
+fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// `dir/name` if it exists, else `dir/name` without `.gz` if that exists, else `dir/name` (so
@@ -338,14 +374,36 @@ fn load_images(
     pre: Preprocess,
 ) -> Result<Images, DataError> {
     let decoded = read_decoded(path)?;
-    let sha256 = hash.then(|| sha256_hex(&decoded.bytes));
+    // Hash on a second thread while this one converts: both only read the decompressed bytes.
+    let (sha256, converted) = thread::scope(|s| {
+        let hasher = hash.then(|| s.spawn(|| sha256_hex(&decoded.bytes)));
+        let converted = convert_split(path, &decoded, n_second, pre);
+        (hasher.map(join), converted)
+    });
+    let (first, second, count) = converted?;
+    Ok(Images {
+        first,
+        second,
+        count,
+        sha256,
+    })
+}
+
+/// Checks that `decoded` is `[n, 28, 28]` and converts it, the last `n_second` images into a
+/// second buffer. Returns both buffers and `n`.
+fn convert_split(
+    path: &Path,
+    decoded: &Decoded,
+    n_second: usize,
+    pre: Preprocess,
+) -> Result<(Vec<f32>, Vec<f32>, usize), DataError> {
     let count = match decoded.dims[..] {
         [n, SIDE, SIDE] => n,
         _ => {
             return Err(DataError::WrongShape {
                 path: path.to_path_buf(),
                 expected: "[n, 28, 28] (an images file)".into(),
-                found: decoded.dims,
+                found: decoded.dims.clone(),
             });
         }
     };
@@ -356,12 +414,9 @@ fn load_images(
             available: count,
         });
     }
-    let n_first = count - n_second;
-    let (a, b) = decoded.body().split_at(n_first * DIM);
-    let first = convert_images(a, pre);
-    let second = convert_images(b, pre);
-    drop::<Decoded>(decoded);
-    Ok(Images { first, second, count, sha256 })
+    // The header parser checked that the body is exactly count × 784 bytes.
+    let (a, b) = decoded.body().split_at((count - n_second) * DIM);
+    Ok((convert_images(a, pre), convert_images(b, pre), count))
 }
 
 /// Reads a labels file, checks it is one-dimensional and that every label is a digit.
@@ -375,9 +430,17 @@ fn load_labels(path: &Path, hash: bool) -> Result<Labels, DataError> {
             found: decoded.dims,
         });
     }
-    if let Some((index, &label)) = decoded.body().iter().enumerate().find(|&(_, &l)| l >= N_CLASSES)
+    if let Some((index, &label)) = decoded
+        .body()
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l >= N_CLASSES)
     {
-        return Err(DataError::BadLabel { path: path.to_path_buf(), index, label });
+        return Err(DataError::BadLabel {
+            path: path.to_path_buf(),
+            index,
+            label,
+        });
     }
     let header_len = decoded.header_len;
     let mut labels = decoded.bytes;
@@ -396,7 +459,11 @@ fn convert_images(pixels: &[u8], pre: Preprocess) -> Vec<f32> {
         let scale = if pre.unit_l2 {
             let sum_sq: u32 = image.iter().map(|&p| u32::from(p) * u32::from(p)).sum();
             // 784 · 255² < 2³², so the sum is exact in u32.
-            if sum_sq == 0 { 0.0 } else { (1.0 / f64::from(sum_sq).sqrt()) as f32 }
+            if sum_sq == 0 {
+                0.0
+            } else {
+                (1.0 / f64::from(sum_sq).sqrt()) as f32
+            }
         } else if pre.scale_01 {
             1.0 / 255.0
         } else {
@@ -428,7 +495,10 @@ mod tests {
         let mut pixels = vec![0u8; DIM];
         pixels[0] = 255;
         pixels[1] = 51;
-        let pre = Preprocess { scale_01: true, unit_l2: false };
+        let pre = Preprocess {
+            scale_01: true,
+            unit_l2: false,
+        };
         let out = convert_images(&pixels, pre);
         assert_eq!(out[0], 1.0);
         assert!((out[1] - 0.2).abs() < 1e-7);

@@ -84,7 +84,11 @@ pub fn run_data(args: &DataArgs) -> Result<(), drsae_data::DataError> {
     println!("load time  {:.3} s", elapsed.as_secs_f64());
     println!("split      count   mean-pixel  per-class counts (0..9)");
     let mut all_train = [0usize; 10];
-    for (name, split) in [("train", &ds.train), ("valid", &ds.valid), ("test", &ds.test)] {
+    for (name, split) in [
+        ("train", &ds.train),
+        ("valid", &ds.valid),
+        ("test", &ds.test),
+    ] {
         print_split(name, split);
         if name != "test" {
             for (total, n) in all_train.iter_mut().zip(split.class_counts()) {

@@ -6,6 +6,7 @@ pub mod cli_data;
 pub mod eval;
 pub mod fsutil;
 pub mod progress;
+pub mod sweep;
 pub mod train;
 
 /// All cores of this machine (the default thread count).

@@ -13,7 +13,11 @@ use drsae_harness::eval::{self, EvalArgs};
 use drsae_harness::train::{self, TrainArgs};
 
 #[derive(Parser)]
-#[command(name = "drsae", version, about = "Discriminative Recurrent Sparse Auto-Encoders")]
+#[command(
+    name = "drsae",
+    version,
+    about = "Discriminative Recurrent Sparse Auto-Encoders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +33,13 @@ enum Command {
     Eval(EvalArgs),
     /// Training throughput (examples/s) on real MNIST.
     Bench(BenchArgs),
+    /// Run every run of a sweep specification (experiments/*.toml).
+    Sweep(drsae_harness::sweep::SweepArgs),
+    /// Append one run's row to its sweep's summary (used by `sweep --emit` commands).
+    #[command(hide = true)]
+    SweepRecord(drsae_harness::sweep::SweepRecordArgs),
+    /// Aggregate a sweep's summary into report.md and plots.
+    Report(drsae_harness::sweep::ReportArgs),
     /// Download MNIST from the public mirrors into the data folder and verify it.
     FetchData {
         /// Target folder (default: $DRSAE_DATA_DIR, else data/mnist/ in the repository).
@@ -60,13 +71,26 @@ fn main() -> ExitCode {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&stop);
             if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
-                eprintln!("warning: cannot catch SIGINT/SIGTERM ({e}); an interrupt loses the epoch in flight");
+                eprintln!(
+                    "warning: cannot catch SIGINT/SIGTERM ({e}); an interrupt loses the epoch in flight"
+                );
             }
             match train::run_train(&args, stop) {
                 Ok(code) => return ExitCode::from(code),
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Sweep(args) => match drsae_harness::sweep::run_sweep(&args) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(e.exit_code() as u8);
+            }
+        },
+        Command::SweepRecord(args) => {
+            drsae_harness::sweep::run_sweep_record(&args).map_err(Into::into)
+        }
+        Command::Report(args) => drsae_harness::sweep::run_report(&args).map_err(Into::into),
         Command::Eval(args) => eval::run_eval(&args).map(|_| ()).map_err(Into::into),
         Command::Bench(args) => bench::run_bench(&args).map_err(Into::into),
         Command::FetchData { dir } => {

@@ -32,11 +32,9 @@ impl Progress {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>16} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix:>16} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
         self.bar = Some(bar);

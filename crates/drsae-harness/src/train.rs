@@ -171,11 +171,10 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
     } else {
         None
     };
-    write_atomic(
-        &args.out.join(files::CONFIG),
-        config.to_toml_string().as_bytes(),
-    )
-    .map_err(io_err(&args.out))?;
+    let text = config
+        .to_toml_string()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    write_atomic(&args.out.join(files::CONFIG), text.as_bytes()).map_err(io_err(&args.out))?;
     let data = args.data.load()?;
     if data.train.dim != config.n_input {
         return Err(TrainError::Config(format!(
@@ -290,7 +289,12 @@ impl Run {
                 EpochEnd::Done => {}
                 EpochEnd::Interrupted => {
                     self.progress.finish();
-                    self.finish("interrupted", "stopped by a signal after the last completed epoch's checkpoint", start, prior_wall)?;
+                    self.finish(
+                        "interrupted",
+                        "stopped by a signal after the last completed epoch's checkpoint",
+                        start,
+                        prior_wall,
+                    )?;
                     return Ok(EXIT_INTERRUPTED);
                 }
                 EpochEnd::Diverged(msg) => {
@@ -319,12 +323,8 @@ impl Run {
         } as u64;
         let bs = self.config.batch_size;
         let n = self.data.train.len();
-        let mut batches = EpochBatches::new(
-            n,
-            bs,
-            self.config.seed,
-            self.global_epoch(phase, epoch - 1),
-        );
+        let mut batches =
+            EpochBatches::new(n, bs, self.config.seed, self.global_epoch(phase, epoch - 1));
         let mut buf = BatchBuf::new(bs, self.data.train.dim);
         let mut loss = drsae_model::reference::LossTerms::default();
         let mut activity = drsae_model::engine::Activity::default();
@@ -347,7 +347,7 @@ impl Run {
                     self.out.join(files::LAST).display()
                 )));
             }
-            loss.add(&terms);
+            loss += terms;
             activity.merge(self.engine.last_activity());
             k += 1;
             self.progress.advance(buf.len as u64);
@@ -360,7 +360,7 @@ impl Run {
 
         let mut valid_error = None;
         let mut test_error = None;
-        if phase == Phase::Finetune && epoch % self.config.valid_interval as u64 == 0 {
+        if phase == Phase::Finetune && epoch.is_multiple_of(self.config.valid_interval as u64) {
             let w = self.config.loss_weights(phase);
             let v = self
                 .engine

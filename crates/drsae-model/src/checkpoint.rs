@@ -1,7 +1,7 @@
 //! Checkpoints: parameters, config and training state in one safetensors file.
 //!
 //! Layout (format `drsae-checkpoint-v1`): six F32 little-endian tensors named `e s b d c c_bias`
-//! with shapes [n,m] [n,n] [n] [m,n] [l,n] [l]; header metadata `format`, `config` (the
+//! with shapes `[n,m] [n,n] [n] [m,n] [l,n] [l]`; header metadata `format`, `config` (the
 //! [`Config`] as TOML, which round-trips every f64 exactly) and `state` (the [`TrainState`] as
 //! JSON). Files are written atomically; loading checks everything and never panics on a
 //! truncated or foreign file.
@@ -36,6 +36,12 @@ pub struct TrainState {
     pub best_valid_error: Option<f64>,
     /// The epoch (of phase 2) at which that error was measured.
     pub best_epoch: Option<u64>,
+    /// The test error of the parameters with the best validation error.
+    #[serde(default)]
+    pub best_test_error: Option<f64>,
+    /// Wall time spent training so far, seconds, over every resumption.
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 /// Everything a checkpoint file holds.
@@ -149,7 +155,9 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     }
     p.check_lengths().map_err(inconsistent)?;
 
-    let config_toml = cfg.to_toml_string().map_err(|e| inconsistent(e.to_string()))?;
+    let config_toml = cfg
+        .to_toml_string()
+        .map_err(|e| inconsistent(e.to_string()))?;
     let state_json = serde_json::to_string(&ckpt.state).map_err(|e| inconsistent(e.to_string()))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -161,7 +169,11 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = p
         .tensors()
         .map(|(name, shape, data)| {
-            (name, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (
+                name,
+                shape,
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
@@ -200,7 +212,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 
     let result = (|| {
         let mut f = fs::File::create_new(&tmp).map_err(io_err("create a temporary file"))?;
-        f.write_all(bytes).map_err(io_err("write the temporary file"))?;
+        f.write_all(bytes)
+            .map_err(io_err("write the temporary file"))?;
         // The data must be on disk before the rename makes it visible under the real name.
         f.sync_all().map_err(io_err("fsync the temporary file"))?;
         drop(f);
@@ -253,11 +266,16 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
             format!("is `{format}`, expected `{FORMAT}`"),
         ));
     }
-    let config = Config::from_toml_str(get("config")?).map_err(|e| meta_err("config", e.to_string()))?;
+    let config =
+        Config::from_toml_str(get("config")?).map_err(|e| meta_err("config", e.to_string()))?;
     let state: TrainState =
         serde_json::from_str(get("state")?).map_err(|e| meta_err("state", e.to_string()))?;
 
-    if let Some(name) = tensors.names().into_iter().find(|n| !TENSOR_NAMES.contains(n)) {
+    if let Some(name) = tensors
+        .names()
+        .into_iter()
+        .find(|n| !TENSOR_NAMES.contains(n))
+    {
         return Err(CheckpointError::UnknownTensor {
             path: path.to_path_buf(),
             name: name.to_string(),
@@ -267,10 +285,12 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let (m, n, l) = (config.n_input, config.n_hidden, config.n_classes);
     let mut params = Params::<f32>::zeros(m, n, l);
     for (name, dst) in params.tensors_mut() {
-        let view = tensors.tensor(name).map_err(|_| CheckpointError::MissingTensor {
-            path: path.to_path_buf(),
-            name,
-        })?;
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| CheckpointError::MissingTensor {
+                path: path.to_path_buf(),
+                name,
+            })?;
         if view.dtype() != Dtype::F32 {
             return Err(CheckpointError::WrongDtype {
                 path: path.to_path_buf(),
@@ -305,12 +325,20 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
 /// without overflow checks, so a crafted header with huge offsets would otherwise panic.
 fn check_offsets(buffer: &[u8]) -> Result<(), String> {
     let Some(len_bytes) = buffer.get(..8) else {
-        return Err(format!("file is {} bytes, shorter than the 8-byte header length", buffer.len()));
+        return Err(format!(
+            "file is {} bytes, shorter than the 8-byte header length",
+            buffer.len()
+        ));
     };
     let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
     let data_len = (buffer.len() as u64 - 8)
         .checked_sub(header_len)
-        .ok_or_else(|| format!("header length {header_len} exceeds the file size {}", buffer.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "header length {header_len} exceeds the file size {}",
+                buffer.len()
+            )
+        })?;
     // Within the file, so the cast cannot truncate.
     let header = &buffer[8..8 + header_len as usize];
     let parsed: HashMap<String, serde_json::Value> =

@@ -186,7 +186,11 @@ const FINITE_POSITIVE: &str = "must be a finite number > 0";
 const POSITIVE_BOUND: &str = "must be a number > 0 (inf disables the projection)";
 const POSITIVE_INTEGER: &str = "must be ≥ 1";
 
-fn invalid(field: &'static str, requirement: &'static str, value: impl fmt::Display) -> ConfigError {
+fn invalid(
+    field: &'static str,
+    requirement: &'static str,
+    value: impl fmt::Display,
+) -> ConfigError {
     ConfigError::Invalid {
         field,
         requirement,

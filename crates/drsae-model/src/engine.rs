@@ -20,16 +20,20 @@
 use drsae_kernels::{Kernels, MatRef};
 use rayon::prelude::*;
 
+use crate::config::LossWeights;
 use crate::config::{Config, Phase};
 use crate::params::{Grads, Params};
-use crate::reference::{LossTerms, LossWeights};
+use crate::reference::LossTerms;
 
 /// Rows of a weight matrix handled by one parallel task. Fixed, so that the partial sums of
 /// the E-row norms are reduced in the same order for every thread count.
 const ROWS_PER_TASK: usize = 16;
 
 /// Added to ‖z^T‖² before the square root, as in the reference: no NaN for an all-zero code.
-const NORM_EPS: f32 = 1e-8;
+const NORM_EPS: f32 = crate::reference::NORM_EPS as f32;
+
+/// Every weight buffer is allocated with its matrix's exact size.
+const SHAPED: &str = "engine weight buffers have their matrices' sizes";
 
 /// Parameters in the engine's row-oriented layout.
 #[derive(Clone, Debug)]
@@ -199,8 +203,7 @@ impl Activity {
     /// Adds another tally to this one.
     pub fn merge(&mut self, other: &Activity) {
         if self.active_per_step.len() < other.active_per_step.len() {
-            self.active_per_step
-                .resize(other.active_per_step.len(), 0);
+            self.active_per_step.resize(other.active_per_step.len(), 0);
         }
         for (acc, &c) in self.active_per_step.iter_mut().zip(&other.active_per_step) {
             *acc += c;
@@ -259,7 +262,9 @@ pub enum EngineError {
         found: String,
     },
     /// A minibatch's buffers disagree with the model's sizes.
-    #[error("minibatch of {examples} examples has {values} input values; expected {expected} per example")]
+    #[error(
+        "minibatch of {examples} examples has {values} input values; expected {expected} per example"
+    )]
     Batch {
         /// Examples in the batch.
         examples: usize,
@@ -417,7 +422,7 @@ impl Engine {
             dims,
             ..
         } = self;
-        let mut ctx = UpdateCtx {
+        let ctx = UpdateCtx {
             slots: &slots[..batch],
             x,
             dims: *dims,
@@ -428,7 +433,6 @@ impl Engine {
         pool.install(|| {
             ctx.accumulate(w, scales, bounds, d_dirty, e_norm_parts, e_scale);
         });
-        ctx.slots = &[];
         Ok(loss)
     }
 
@@ -453,7 +457,7 @@ impl Engine {
             c_bias: 1.0,
         };
         let mut unused_dirty = vec![false; n];
-        let mut ctx = UpdateCtx {
+        let ctx = UpdateCtx {
             slots: &self.slots[..y.len()],
             x,
             dims: self.dims,
@@ -494,7 +498,7 @@ impl Engine {
                     for (i, &label) in yc.iter().enumerate() {
                         let xi = &xc[i * dims.m..(i + 1) * dims.m];
                         let pred = forward(&mut slot, xi, label, w, dims, weights, kernels);
-                        loss.add(&slot.loss);
+                        loss += slot.loss;
                         act.add_slot(&slot);
                         preds.push(pred);
                     }
@@ -507,7 +511,7 @@ impl Engine {
             ..Evaluation::default()
         };
         for (loss, act, preds) in chunks {
-            eval.loss.add(&loss);
+            eval.loss += loss;
             eval.activity.merge(&act);
             eval.predictions.extend(preds);
         }
@@ -542,7 +546,7 @@ impl Engine {
         let mut loss = LossTerms::default();
         let mut activity = Activity::default();
         for slot in slots.iter() {
-            loss.add(&slot.loss);
+            loss += slot.loss;
             activity.add_slot(slot);
         }
         self.last_activity = activity;
@@ -596,10 +600,10 @@ fn forward(
     for (u, &b) in s.u.iter_mut().zip(&w.b) {
         *u = -b;
     }
-    let et = MatRef::row_major(&w.et, m, n);
+    let et = MatRef::row_major(&w.et, m, n).expect(SHAPED);
     k.gather_axpy(&mut s.u, et, &s.x_idx[..nx], &s.x_val[..nx]);
     // z^1 = relu(u); z^{t+1} = relu(u + S·z^t) with S·z^t = Σ_{j active} z^t_j·Sᵀ_j
-    let st = MatRef::row_major(&w.st, n, n);
+    let st = MatRef::row_major(&w.st, n, n).expect(SHAPED);
     for step in 0..t {
         if step == 0 {
             s.acc.copy_from_slice(&s.u);
@@ -614,22 +618,28 @@ fn forward(
         let range = step * n..(step + 1) * n;
         let cnt = k.relu_active(&s.acc, &mut s.z[range.clone()], &mut s.z_idx[range.clone()]);
         s.z_cnt[step] = cnt;
-        let (z, idx, val) = (&s.z[range.clone()], &s.z_idx[range.clone()], &mut s.z_val[range]);
+        let (z, idx, val) = (
+            &s.z[range.clone()],
+            &s.z_idx[range.clone()],
+            &mut s.z_val[range],
+        );
         for (v, &i) in val[..cnt].iter_mut().zip(&idx[..cnt]) {
             *v = z[i as usize];
         }
     }
     let last = (t - 1) * n;
     let cnt = s.z_cnt[t - 1];
-    let (z_idx, z_val) = (
-        &s.z_idx[last..last + cnt],
-        &s.z_val[last..last + cnt],
-    );
+    let (z_idx, z_val) = (&s.z_idx[last..last + cnt], &s.z_val[last..last + cnt]);
     // r = x̂ − x = D·z^T − x
     for (r, &xv) in s.r.iter_mut().zip(x) {
         *r = -xv;
     }
-    k.gather_axpy(&mut s.r, MatRef::row_major(&w.dt, n, m), z_idx, z_val);
+    k.gather_axpy(
+        &mut s.r,
+        MatRef::row_major(&w.dt, n, m).expect(SHAPED),
+        z_idx,
+        z_val,
+    );
     let rec = 0.5 * f64::from(k.dot(&s.r, &s.r));
     let l1: f64 = z_val.iter().map(|&v| f64::from(v)).sum();
     // ẑ = z^T / sqrt(‖z^T‖² + ε); logits = C·ẑ + c
@@ -692,7 +702,12 @@ fn backward(s: &mut Slot, label: u8, w: &Weights, dims: Dims, lw: &LossWeights, 
     // inactive units have d_a^T = 0 whatever d_z^T is.
     let z_idx = &s.z_idx[last..last + cnt];
     let dots = &mut s.dots[..cnt];
-    k.gather_dots(dots, MatRef::row_major(&w.dt, n, m), z_idx, &s.r);
+    k.gather_dots(
+        dots,
+        MatRef::row_major(&w.dt, n, m).expect(SHAPED),
+        z_idx,
+        &s.r,
+    );
     let (w_rec, lambda) = (lw.w_rec as f32, lw.lambda as f32);
     for d in dots.iter_mut() {
         *d = w_rec * *d + lambda;
@@ -725,7 +740,7 @@ fn backward(s: &mut Slot, label: u8, w: &Weights, dims: Dims, lw: &LossWeights, 
     }
     // for t = T−1 … 1: d_z^t = Sᵀ·d_a^{t+1} (needed on the active set of z^t only),
     // d_a^t = d_z^t ⊙ 1[a^t > 0]
-    let st = MatRef::row_major(&w.st, n, n);
+    let st = MatRef::row_major(&w.st, n, n).expect(SHAPED);
     for step in (0..t - 1).rev() {
         let cnt = s.z_cnt[step];
         let (lower, upper) = s.da.split_at_mut((step + 1) * n);
@@ -757,7 +772,7 @@ impl UpdateCtx<'_> {
     /// given. Each row sums its contributions in the order (example, step), whatever thread
     /// runs it.
     fn accumulate(
-        &mut self,
+        &self,
         target: &mut Weights,
         scales: Scales,
         bounds: Option<Bounds>,
@@ -816,7 +831,9 @@ impl UpdateCtx<'_> {
                                 }
                             }
                             if project {
-                                k.square_accumulate(part, row);
+                                for (p, &v) in part.iter_mut().zip(row.iter()) {
+                                    *p += v * v;
+                                }
                             }
                         }
                     });

@@ -50,7 +50,10 @@ pub fn ista_params(
 /// Scales `v` (read with stride `stride` from `start`, `len` entries) to unit L2 norm; a zero
 /// vector is left as it is, since it has no direction to keep.
 fn normalise_strided(v: &mut [f64], start: usize, stride: usize, len: usize) {
-    let norm = (0..len).map(|k| v[start + k * stride].powi(2)).sum::<f64>().sqrt();
+    let norm = (0..len)
+        .map(|k| v[start + k * stride].powi(2))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         for k in 0..len {
             v[start + k * stride] /= norm;
@@ -98,11 +101,18 @@ pub fn initialize<R: Rng + ?Sized>(cfg: &Config, train_images: &[f32], rng: &mut
 
     // 2. Seed each column with a training image, so units start near parts of real digits.
     if cfg.template_weight > 0.0 {
-        assert!(count > 0, "template_weight > 0 needs at least one training image");
+        assert!(
+            count > 0,
+            "template_weight > 0 needs at least one training image"
+        );
         for i in 0..n {
             let j: usize = rng.random_range(0..count);
             let img = &train_images[j * m..(j + 1) * m];
-            let norm = img.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            let norm = img
+                .iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt();
             if norm > 0.0 {
                 for k in 0..m {
                     d[k * n + i] += cfg.template_weight * f64::from(img[k]) / norm;

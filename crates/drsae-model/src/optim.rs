@@ -53,7 +53,10 @@ fn clamp_norms<F: Scalar>(
 ) {
     for v in 0..count {
         let at = |j: usize| v * vec_stride + j * stride;
-        let norm = (0..len).map(|j| data[at(j)].to_f64().powi(2)).sum::<f64>().sqrt();
+        let norm = (0..len)
+            .map(|j| data[at(j)].to_f64().powi(2))
+            .sum::<f64>()
+            .sqrt();
         if norm > bound {
             let scale = bound / norm;
             for j in 0..len {

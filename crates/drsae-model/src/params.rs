@@ -77,8 +77,13 @@ impl<F: Scalar> Params<F> {
         }
     }
 
-    /// The shape a tensor must have for these dimensions: [n,m] [n,n] [n] [m,n] [l,n] [l].
-    pub fn expected_shape(name: &str, n_input: usize, n_hidden: usize, n_classes: usize) -> Option<Vec<usize>> {
+    /// The shape a tensor must have for these dimensions: `[n,m] [n,n] [n] [m,n] [l,n] [l]`.
+    pub fn expected_shape(
+        name: &str,
+        n_input: usize,
+        n_hidden: usize,
+        n_classes: usize,
+    ) -> Option<Vec<usize>> {
         let (m, n, l) = (n_input, n_hidden, n_classes);
         match name {
             "e" => Some(vec![n, m]),
@@ -135,7 +140,11 @@ impl<F: Scalar> Params<F> {
 
     /// Converts every entry to another scalar type (rounding to nearest when narrowing).
     pub fn cast<G: Scalar>(&self) -> Params<G> {
-        let conv = |v: &[F]| v.iter().map(|&x| G::from_f64(x.to_f64())).collect::<Vec<G>>();
+        let conv = |v: &[F]| {
+            v.iter()
+                .map(|&x| G::from_f64(x.to_f64()))
+                .collect::<Vec<G>>()
+        };
         Params {
             n_input: self.n_input,
             n_hidden: self.n_hidden,
@@ -190,8 +199,8 @@ impl<F: Scalar> Params<F> {
         for ((name, _, a), (_, _, b)) in self.tensors().zip(other.tensors()) {
             for (&x, &y) in a.iter().zip(b) {
                 let diff = (x.to_f64() - y.to_f64()).abs();
-                // `!(diff <= worst)` also catches NaN, so a NaN difference is never hidden.
-                if !(diff <= worst.0) {
+                // NaN is reported as the worst difference, never hidden behind a smaller one.
+                if diff > worst.0 || (diff.is_nan() && !worst.0.is_nan()) {
                     worst = (diff, name);
                 }
             }

@@ -203,20 +203,34 @@ pub fn loss(x: &[f64], y: u8, trace: &Trace, w: &LossWeights) -> LossTerms {
     assert!(y < trace.logits.len(), "label {y} out of range");
 
     // rec = w_rec · ½ Σ_k (x_k − x̂_k)²
-    let rec = 0.5 * x.iter().zip(&trace.x_hat).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+    let rec = 0.5
+        * x.iter()
+            .zip(&trace.x_hat)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>();
     // sparsity = λ Σ_i z^T_i  (z ≥ 0, so this is λ‖z^T‖₁)
     let l1: f64 = trace.z_final().iter().sum();
     // CE = −log softmax(logits)_y = logsumexp(logits) − logits_y, written this way rather than
     // −ln(probs[y]) so that a tiny probability keeps its precision.
-    let max = trace.logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + trace.logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-    let ce = lse - trace.logits[y];
-
-    let argmax = trace
+    let max = trace
         .logits
         .iter()
-        .enumerate()
-        .fold(0, |best, (q, &v)| if v > trace.logits[best] { q } else { best });
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lse = max
+        + trace
+            .logits
+            .iter()
+            .map(|v| (v - max).exp())
+            .sum::<f64>()
+            .ln();
+    let ce = lse - trace.logits[y];
+
+    let argmax =
+        trace.logits.iter().enumerate().fold(
+            0,
+            |best, (q, &v)| if v > trace.logits[best] { q } else { best },
+        );
 
     LossTerms {
         rec: w.w_rec * rec,
@@ -230,15 +244,25 @@ pub fn loss(x: &[f64], y: u8, trace: &Trace, w: &LossWeights) -> LossTerms {
 /// Accumulates into `g` the analytic gradient (BPTT) of one example's loss.
 ///
 /// `trace` must be `forward(p, x, model.n_steps)`. ReLU and |·| use the subgradient 0 at 0:
-/// 1[a > 0] for the rectifier and 1[z > 0] for the sparsity term.
+/// `1[a > 0]` for the rectifier and `1[z > 0]` for the sparsity term.
 ///
 /// # Panics
 /// If the dimensions disagree or `y` is not a class index.
-pub fn backward(p: &Params<f64>, x: &[f64], y: u8, trace: &Trace, model: &Model, g: &mut Grads<f64>) {
+pub fn backward(
+    p: &Params<f64>,
+    x: &[f64],
+    y: u8,
+    trace: &Trace,
+    model: &Model,
+    g: &mut Grads<f64>,
+) {
     let (m, n, l) = (p.n_input, p.n_hidden, p.n_classes);
     let w = &model.weights;
     let t_steps = trace.n_steps();
-    assert_eq!(t_steps, model.n_steps, "trace depth differs from the model's n_steps");
+    assert_eq!(
+        t_steps, model.n_steps,
+        "trace depth differs from the model's n_steps"
+    );
     assert_eq!(x.len(), m, "input length must be n_input");
     assert_eq!(
         (g.n_input, g.n_hidden, g.n_classes),
@@ -310,7 +334,9 @@ pub fn backward(p: &Params<f64>, x: &[f64], y: u8, trace: &Trace, model: &Model,
     let mut d_u = vec![0.0; n];
     for t in (1..=t_steps).rev() {
         let a = &trace.pre[t - 1];
-        let d_a: Vec<f64> = (0..n).map(|i| if a[i] > 0.0 { d_z[i] } else { 0.0 }).collect();
+        let d_a: Vec<f64> = (0..n)
+            .map(|i| if a[i] > 0.0 { d_z[i] } else { 0.0 })
+            .collect();
         for i in 0..n {
             d_u[i] += d_a[i];
         }
@@ -345,7 +371,11 @@ pub fn backward(p: &Params<f64>, x: &[f64], y: u8, trace: &Trace, model: &Model,
 /// `xs` holds the examples row by row (batch × m); `ys` their labels.
 pub fn batch_loss(p: &Params<f64>, xs: &[f64], ys: &[u8], model: &Model) -> LossTerms {
     let m = p.n_input;
-    assert_eq!(xs.len(), ys.len() * m, "xs must hold ys.len() rows of n_input");
+    assert_eq!(
+        xs.len(),
+        ys.len() * m,
+        "xs must hold ys.len() rows of n_input"
+    );
     let mut total = LossTerms::default();
     for (x, &y) in xs.chunks_exact(m).zip(ys) {
         let trace = forward(p, x, model.n_steps);
@@ -357,9 +387,18 @@ pub fn batch_loss(p: &Params<f64>, xs: &[f64], ys: &[u8], model: &Model) -> Loss
 /// The loss and its gradient for a minibatch, both summed over its examples (spec §3).
 ///
 /// `xs` holds the examples row by row (batch × m); `ys` their labels.
-pub fn loss_and_grad(p: &Params<f64>, xs: &[f64], ys: &[u8], model: &Model) -> (LossTerms, Grads<f64>) {
+pub fn loss_and_grad(
+    p: &Params<f64>,
+    xs: &[f64],
+    ys: &[u8],
+    model: &Model,
+) -> (LossTerms, Grads<f64>) {
     let m = p.n_input;
-    assert_eq!(xs.len(), ys.len() * m, "xs must hold ys.len() rows of n_input");
+    assert_eq!(
+        xs.len(),
+        ys.len() * m,
+        "xs must hold ys.len() rows of n_input"
+    );
     let mut total = LossTerms::default();
     let mut g = Grads::zeros(p.n_input, p.n_hidden, p.n_classes);
     for (x, &y) in xs.chunks_exact(m).zip(ys) {

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: seeded random networks and inputs.
-#![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers"
+)]
 
 use drsae_model::Params;
 use rand::{RngExt, SeedableRng};

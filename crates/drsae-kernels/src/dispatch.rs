@@ -1,0 +1,192 @@
+//! Per-ISA entry points: each generic kernel instantiated inside a `#[target_feature]` function.
+//!
+//! The generic bodies (`crate::gemm`, `crate::sparse`) are `#[inline(always)]`, so instantiating
+//! them here compiles every intrinsic with the features the token proves. Tile shapes per ISA:
+//!
+//! - AVX-512F, 12 × 32: 24 zmm accumulators (12 rows × 2 vectors) + 2 zmm of B + 1 broadcast =
+//!   27 of the 32 zmm registers. Two FMA ports × 4-cycle latency need ≥ 8 independent
+//!   accumulators; 24 leave slack, and 2 B loads + 12 broadcasts per 24 FMAs (12 cycles) stay
+//!   well inside two loads per cycle. Dot tile 5 × 4 (20 accumulators + 5 + 1; a 4 × 6 tile
+//!   spilled).
+//! - AVX2+FMA, 6 × 16: 12 ymm accumulators + 2 B + 1 broadcast = 15 of 16 ymm; 12 ≥ 8 chains.
+//!   Dot tile 2 × 4.
+//! - Portable `wide::f32x8`, 4 × 16: 8 accumulators (on x86_64 without AVX each is two xmm).
+//!   Dot tile 2 × 2.
+
+use crate::gemm::GemmArgs;
+use crate::sparse;
+
+/// Generates the entry points of one ISA. `$($attr)*` carries its `#[target_feature]`.
+macro_rules! entry_points {
+    (
+        $(#[$attr:meta])*
+        mod $name:ident: $tok:ty, mr = $mr:literal, nv = $nv:literal, dri = $dri:literal,
+        drj = $drj:literal, gather = $gb:literal
+    ) => {
+        /// Entry points of this ISA. Every function is `unsafe`: the caller must pass a token
+        /// (which proves the CPU features) and arguments meeting the generic body's contract.
+        pub(crate) mod $name {
+            use super::*;
+
+            /// # Safety
+            /// See `crate::gemm::gemm`.
+            $(#[$attr])*
+            pub(crate) unsafe fn gemm(s: $tok, g: &GemmArgs) {
+                // SAFETY: forwarded contract; the tile constants meet its requirements.
+                unsafe { crate::gemm::gemm::<$tok, $mr, $nv, $dri, $drj, $gb>(s, g) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::gather_axpy`.
+            $(#[$attr])*
+            pub(crate) unsafe fn gather_axpy(
+                s: $tok,
+                y: *mut f32,
+                n: usize,
+                w: *const f32,
+                w_rs: usize,
+                idx: &[u32],
+                vals: &[f32],
+            ) {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::gather_axpy::<$tok, $gb>(s, y, n, w, w_rs, idx, vals) }
+            }
+
+            /// One `gather_axpy` per row of `x` into the rows of Y.
+            ///
+            /// # Safety
+            /// Y rows `y + r*y_rs .. + n` writable for `r < x.rows()`; W rows `< x.cols()`
+            /// readable for `n` values.
+            $(#[$attr])*
+            pub(crate) unsafe fn sparse_gemm(
+                s: $tok,
+                x: &crate::SparseRows,
+                w: *const f32,
+                w_rs: usize,
+                y: *mut f32,
+                y_rs: usize,
+                n: usize,
+            ) {
+                for r in 0..x.rows() {
+                    let (idx, vals) = x.row(r);
+                    // SAFETY: the SparseRows invariant keeps every index `< x.cols()`, a
+                    // readable W row; row r of Y is writable (contract).
+                    unsafe {
+                        sparse::gather_axpy::<$tok, $gb>(s, y.add(r * y_rs), n, w, w_rs, idx, vals)
+                    }
+                }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::gather_dots`.
+            $(#[$attr])*
+            pub(crate) unsafe fn gather_dots(
+                s: $tok,
+                out: &mut [f32],
+                w: *const f32,
+                w_rs: usize,
+                n: usize,
+                rows: &[u32],
+                x: &[f32],
+            ) {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::gather_dots(s, out, w, w_rs, n, rows, x) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::rank1_rows`.
+            $(#[$attr])*
+            #[allow(clippy::too_many_arguments, reason = "mirrors the public method")]
+            pub(crate) unsafe fn rank1_rows(
+                s: $tok,
+                g: *mut f32,
+                g_rs: usize,
+                n: usize,
+                rows: &[u32],
+                row_vals: &[f32],
+                x: &[f32],
+                scale: f32,
+            ) {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::rank1_rows(s, g, g_rs, n, rows, row_vals, x, scale) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::relu_active`.
+            $(#[$attr])*
+            pub(crate) unsafe fn relu_active(
+                s: $tok,
+                a: &[f32],
+                z: &mut [f32],
+                active: &mut [u32],
+            ) -> usize {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::relu_active(s, a, z, active) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::bias_relu_active`.
+            $(#[$attr])*
+            pub(crate) unsafe fn bias_relu_active(
+                s: $tok,
+                u: &[f32],
+                acc: &[f32],
+                z: &mut [f32],
+                active: &mut [u32],
+            ) -> usize {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::bias_relu_active(s, u, acc, z, active) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::nonzeros`.
+            $(#[$attr])*
+            pub(crate) unsafe fn nonzeros(
+                s: $tok,
+                x: &[f32],
+                idx: &mut [u32],
+                val: &mut [f32],
+            ) -> usize {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::nonzeros(s, x, idx, val) }
+            }
+
+            /// # Safety
+            /// The token's features only (the body is safe).
+            $(#[$attr])*
+            pub(crate) unsafe fn dot(s: $tok, x: &[f32], y: &[f32]) -> f32 {
+                sparse::dot(s, x, y)
+            }
+
+            /// # Safety
+            /// The token's features only (the body is safe).
+            $(#[$attr])*
+            pub(crate) unsafe fn axpy(s: $tok, y: &mut [f32], alpha: f32, x: &[f32]) {
+                sparse::axpy(s, y, alpha, x)
+            }
+
+            /// # Safety
+            /// The token's features only (the body is safe).
+            $(#[$attr])*
+            pub(crate) unsafe fn scale(s: $tok, x: &mut [f32], alpha: f32) {
+                sparse::scale(s, x, alpha)
+            }
+        }
+    };
+}
+
+entry_points! {
+    mod portable: crate::simd::portable::Portable, mr = 4, nv = 2, dri = 2, drj = 2, gather = 6
+}
+
+#[cfg(target_arch = "x86_64")]
+entry_points! {
+    #[target_feature(enable = "avx2,fma")]
+    mod avx2: crate::simd::x86::Avx2, mr = 6, nv = 2, dri = 2, drj = 4, gather = 12
+}
+
+#[cfg(target_arch = "x86_64")]
+entry_points! {
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    mod avx512: crate::simd::x86::Avx512, mr = 12, nv = 2, dri = 5, drj = 4, gather = 28
+}

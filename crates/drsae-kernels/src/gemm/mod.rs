@@ -1,0 +1,550 @@
+//! Dense GEMM `C ← α·A·B + β·C` on strided views, BLIS-style, generic over the vector ISA.
+//!
+//! Four paths, chosen per call from the shape and the strides:
+//! - **packed** (the general case): the five BLIS loops below, packing A into `MR`-row panels
+//!   and B into `NR`-column panels so the microkernel streams contiguous, zero-padded memory.
+//! - **unpacked B** (`B.cs == 1` and B small enough to stay in L2, or `m <= SMALL_M`): no
+//!   packing; the microkernel broadcasts A straight from the caller's storage and loads B's
+//!   rows in place. For the model's shapes packing B would cost as much as a B = 1 or B = 10
+//!   product, and even at B = 128 the packing is pure overhead when B already sits in L2.
+//! - **single row** (`m == 1`, `B.cs == 1`): the whole row of C (up to 28 vectors) in
+//!   registers while B streams past once, row after row, in memory order.
+//! - **dots** (`m <= SMALL_M`, `A.cs == 1`, `B.rs == 1`, i.e. `A·Eᵀ` with row-major E): dot
+//!   product tiles over the contiguous depth of both operands, avoiding a transposing pack.
+
+pub(crate) mod pack;
+pub(crate) mod tile;
+
+use crate::simd::Simd;
+use std::cell::RefCell;
+use tile::{TileArgs, tile_rows};
+
+/// Depth of a packed block (loop 4, over `pc`). One B micro-panel (`KC × NR` = 256 × 32 × 4 B =
+/// 32 KiB for AVX-512) stays in the 48 KiB L1d while the `ir` loop sweeps A micro-panels past
+/// it. The depth is split into equal chunks no longer than `KC` (784 → 4 × 196).
+pub(crate) const KC: usize = 256;
+/// Rows of A packed at once (loop 3, over `ic`): `MC × KC × 4 B` = 144 KiB, resident in the
+/// 2 MiB L2 while every B micro-panel of the block passes. A multiple of every MR (12, 6, 4).
+pub(crate) const MC: usize = 144;
+/// Columns of B packed at once (loop 5, over `jc`): `KC × NC × 4 B` = 1 MiB, half the L2 (the
+/// rest of the hierarchy, L3, backs it). A multiple of every NR (32, 16).
+pub(crate) const NC: usize = 1024;
+/// Largest `m` for which the dot-product path and the unpacked path (whatever B's size) are
+/// used instead of packing.
+pub(crate) const SMALL_M: usize = 24;
+/// Largest B (in bytes) the unpacked path streams in place for any `m`: 3/4 of a 2 MiB L2, so
+/// B stays L2-resident while every row block of A passes over it.
+pub(crate) const UNPACKED_B_MAX_BYTES: usize = 3 << 19;
+/// Largest depth for the unpacked path at large `m`: an `MR × k` block of A (broadcast from the
+/// caller's rows) should stay in the 48 KiB L1d (12 × 1024 × 4 B = 48 KiB).
+pub(crate) const UNPACKED_MAX_K: usize = 1024;
+/// Depth up to which products with many rows go one row of C at a time ([`single_row`]).
+pub(crate) const ROW_K: usize = 4;
+/// Rows of C ahead that the row-at-a-time path prefetches for writing.
+pub(crate) const ROW_PREFETCH: usize = 2;
+/// Depth up to which the unpacked path walks C row block by row block (C written in memory
+/// order, B tiny and L1-resident) instead of column strip by column strip (B strip reused).
+pub(crate) const SHALLOW_K: usize = 32;
+
+/// A GEMM call with validated views, as raw parts.
+#[derive(Clone, Copy)]
+pub(crate) struct GemmArgs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub b_rs: usize,
+    pub b_cs: usize,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub c_rs: usize,
+    pub c_cs: usize,
+}
+
+/// 64-byte aligned storage for packed panels.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// Per-thread packing buffers, grown on demand and reused: no allocation once warm.
+#[derive(Default)]
+struct PackBufs {
+    a: Vec<Line>,
+    b: Vec<Line>,
+}
+
+thread_local! {
+    static BUFS: RefCell<PackBufs> = RefCell::new(PackBufs::default());
+}
+
+/// This thread's packing buffers, taken out of the thread-local for the duration of one call
+/// and put back on drop (no closure: the packed loops must stay inside the caller's
+/// `#[target_feature]` function to be compiled with its features).
+struct Buffers(PackBufs);
+
+impl Buffers {
+    /// Buffers of at least `a_len` and `b_len` floats, 64-byte aligned.
+    fn take(a_len: usize, b_len: usize) -> Buffers {
+        fn grow(v: &mut Vec<Line>, len: usize) {
+            let lines = len.div_ceil(16).max(1);
+            if v.len() < lines {
+                v.resize(lines, Line([0.0; 16]));
+            }
+        }
+        let mut bufs = BUFS
+            .try_with(|cell| {
+                cell.try_borrow_mut()
+                    .map(|mut b| std::mem::take(&mut *b))
+                    .ok()
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        grow(&mut bufs.a, a_len);
+        grow(&mut bufs.b, b_len);
+        Buffers(bufs)
+    }
+
+    fn a(&mut self) -> *mut f32 {
+        self.0.a.as_mut_ptr().cast()
+    }
+
+    fn b(&mut self) -> *mut f32 {
+        self.0.b.as_mut_ptr().cast()
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        let bufs = std::mem::take(&mut self.0);
+        // If the thread-local is gone (thread teardown) the buffers are simply freed.
+        let _ = BUFS.try_with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                *slot = bufs;
+            }
+        });
+    }
+}
+
+/// `C ← α·A·B + β·C`.
+///
+/// `MR × NV·LANES` is the register tile of the packed path; `DRI × DRJ` (`DRI <= 5`) the dot
+/// tile; `ROWV <= 28` the vectors of one row of C held in registers by [`single_row`].
+///
+/// # Safety
+/// The views in `g` must be valid (every addressed element inside its storage, C's elements
+/// distinct and not overlapping A or B) with consistent dimensions; `MR <= 14`, `MC % MR == 0`,
+/// `NC % (NV·LANES) == 0`, `NV·LANES <= 64`.
+#[inline(always)]
+pub(crate) unsafe fn gemm<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const DRI: usize,
+    const DRJ: usize,
+    const ROWV: usize,
+>(
+    s: S,
+    g: &GemmArgs,
+) {
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    // SAFETY (all arms): forwarded contract.
+    unsafe {
+        if g.k == 0 || g.alpha == 0.0 {
+            scale_c(g);
+        } else if g.b_cs == 1 && g.c_cs == 1 && (g.m == 1 || g.k <= ROW_K) {
+            // One row of C at a time (with B tiny and L1-resident when m > 1): C is written
+            // in memory order, one sequential stream.
+            for i in 0..g.m {
+                // Shallow products are bound by writing C: fetch the lines of a row ahead for
+                // ownership while this one is computed.
+                if i + ROW_PREFETCH < g.m {
+                    let ahead = g.c.wrapping_add((i + ROW_PREFETCH) * g.c_rs);
+                    for j in (0..g.n).step_by(16) {
+                        s.prefetch_write(ahead.wrapping_add(j));
+                    }
+                }
+                let row = GemmArgs {
+                    m: 1,
+                    a: g.a.wrapping_add(i * g.a_rs),
+                    c: g.c.wrapping_add(i * g.c_rs),
+                    ..*g
+                };
+                single_row::<S, MR, NV, ROWV>(s, &row);
+            }
+        } else if g.b_cs == 1
+            && (g.m <= SMALL_M || (g.k * g.n * 4 <= UNPACKED_B_MAX_BYTES && g.k <= UNPACKED_MAX_K))
+        {
+            unpacked_b::<S, MR, NV>(s, g);
+        } else if g.m <= SMALL_M && g.a_cs == 1 && g.b_rs == 1 {
+            small_m_dots::<S, DRI, DRJ>(s, g);
+        } else {
+            packed::<S, MR, NV>(s, g);
+        }
+    }
+}
+
+/// `C ← β·C` (writing zeros without reading when β = 0), for `k = 0` or `α = 0`.
+///
+/// # Safety
+/// C valid as in [`gemm`].
+unsafe fn scale_c(g: &GemmArgs) {
+    for i in 0..g.m {
+        for j in 0..g.n {
+            // SAFETY: `i < m`, `j < n` address an element of C.
+            unsafe {
+                let p = g.c.add(i * g.c_rs + j * g.c_cs);
+                *p = if g.beta == 0.0 { 0.0 } else { g.beta * *p };
+            }
+        }
+    }
+}
+
+/// One row of C, B with unit column stride: C's row (≤ ROWV vectors at a time) in registers, B
+/// streamed once in order.
+///
+/// # Safety
+/// As [`gemm`], with `m == 1`, `b_cs == 1`, `c_cs == 1`.
+#[inline(always)]
+unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usize>(
+    s: S,
+    g: &GemmArgs,
+) {
+    // Naive algorithm:
+    //   for j in 0..n { C[0][j] = α·Σ_p A[0][p]·B[p][j] + β·C[0][j] }
+    // Optimised: up to 28 vectors of C's row accumulate in registers while p walks B's rows in
+    // memory order (a sequential stream the prefetchers follow); one broadcast of A per row.
+    let l = S::LANES;
+    let nv = g.n / l;
+    if nv > 0 {
+        let passes = nv.div_ceil(ROWV);
+        let per = nv.div_ceil(passes);
+        let mut v0 = 0;
+        while v0 < nv {
+            let nb = per.min(nv - v0);
+            let t = TileArgs {
+                k: g.k,
+                a: g.a,
+                a_rs: 0,
+                a_ks: g.a_cs,
+                b: g.b.wrapping_add(v0 * l),
+                b_ks: g.b_rs,
+                c: g.c.wrapping_add(v0 * l),
+                c_rs: g.c_rs,
+                c_cs: 1,
+                n_valid: nb * l,
+                alpha: g.alpha,
+                beta: g.beta,
+            };
+            macro_rules! arms {
+                ($($n:literal)*) => {
+                    match nb {
+                        $($n => tile::tile::<S, 1, $n, 1>(s, &t),)*
+                        _ => unreachable!("row block of {nb} vectors"),
+                    }
+                };
+            }
+            // SAFETY: vectors v0..v0+nb (< n / LANES) of every B row and of C's row are
+            // addressed; A's row is addressed for every p < k.
+            unsafe {
+                arms!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28)
+            }
+            v0 += nb;
+        }
+    }
+    let done = nv * l;
+    if done < g.n {
+        // The last `n % LANES` columns: a narrow sub-problem for the unpacked path.
+        let rest = GemmArgs {
+            n: g.n - done,
+            b: g.b.wrapping_add(done),
+            c: g.c.wrapping_add(done),
+            ..*g
+        };
+        // SAFETY: columns done..n of B and C are addressed.
+        unsafe { unpacked_b::<S, MR, NV>(s, &rest) };
+    }
+}
+
+/// B with unit column stride: no packing (except a zero-padded copy of a ragged last column
+/// strip).
+///
+/// # Safety
+/// As [`gemm`], with `b_cs == 1`.
+#[inline(always)]
+unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) {
+    // Naive algorithm:
+    //   for i in 0..m { for j in 0..n { C[i][j] = α·Σ_p A[i][p]·B[p][j] + β·C[i][j] } }
+    // Optimised: register tiles of ≤ MR rows × NR columns read A and B in place. Deep products
+    // sweep column strips outermost (each strip of B, from L2, serves every row block);
+    // shallow ones (k <= SHALLOW_K, B tiny) sweep row blocks outermost so C is written in
+    // memory order.
+    let l = S::LANES;
+    let nr = NV * l;
+    let full = g.n / nr;
+    let rem = g.n - full * nr;
+    // The ragged last strip, if any, is copied zero-padded (k × NR) so the kernel loads whole
+    // vectors; exactly one vector (400 and 784 columns end this way) is read in place.
+    let mut bufs = None;
+    let mut ragged_b = g.b;
+    if rem != 0 && rem != l {
+        let buf = bufs.insert(Buffers::take(0, g.k * nr)).b();
+        // SAFETY: the strip (all k rows, columns full·NR..n) is addressed; the buffer holds
+        // k·NR values.
+        unsafe { pack::pack_b::<S, NV>(s, g.k, rem, g.b.add(full * nr), g.b_rs, 1, buf) };
+        ragged_b = buf;
+    }
+    let strips = full + usize::from(rem != 0);
+    if g.k <= SHALLOW_K {
+        // Shallow products are bound by writing C: fetch the next tile's lines of C for
+        // ownership while this tile computes.
+        for i0 in (0..g.m).step_by(MR) {
+            for js in 0..strips {
+                if g.c_cs == 1 && js + 1 < strips {
+                    let next = g.c.wrapping_add(i0 * g.c_rs + (js + 1) * nr);
+                    for i in 0..MR.min(g.m - i0) {
+                        for v in 0..NV {
+                            s.prefetch_write(next.wrapping_add(i * g.c_rs + v * l));
+                        }
+                    }
+                }
+                // SAFETY: forwarded contract; `ragged_b` as described above.
+                unsafe { unpacked_tile::<S, MR, NV>(s, g, i0, js, full, rem, ragged_b) };
+            }
+        }
+    } else {
+        for js in 0..strips {
+            for i0 in (0..g.m).step_by(MR) {
+                // SAFETY: as above.
+                unsafe { unpacked_tile::<S, MR, NV>(s, g, i0, js, full, rem, ragged_b) };
+            }
+        }
+    }
+    drop(bufs);
+}
+
+/// The tile of [`unpacked_b`] at row `i0` and column strip `js` (of `full` whole strips and a
+/// last one of `rem` columns, read from `ragged_b` unless it is exactly one vector).
+///
+/// # Safety
+/// As [`unpacked_b`]; `ragged_b` holds the zero-padded ragged strip when `rem` is neither 0
+/// nor `LANES`.
+#[inline(always)]
+unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    g: &GemmArgs,
+    i0: usize,
+    js: usize,
+    full: usize,
+    rem: usize,
+    ragged_b: *const f32,
+) {
+    let l = S::LANES;
+    let nr = NV * l;
+    let j0 = js * nr;
+    let (b, b_ks, w, narrow) = if js < full {
+        (g.b.wrapping_add(j0), g.b_rs, nr, false)
+    } else if rem == l {
+        (g.b.wrapping_add(j0), g.b_rs, rem, NV > 1)
+    } else {
+        (ragged_b, nr, rem, false)
+    };
+    let r = MR.min(g.m - i0);
+    let t = TileArgs {
+        k: g.k,
+        a: g.a.wrapping_add(i0 * g.a_rs),
+        a_rs: g.a_rs,
+        a_ks: g.a_cs,
+        b,
+        b_ks,
+        c: g.c.wrapping_add(i0 * g.c_rs + j0 * g.c_cs),
+        c_rs: g.c_rs,
+        c_cs: g.c_cs,
+        n_valid: w,
+        alpha: g.alpha,
+        beta: g.beta,
+    };
+    // SAFETY: rows i0..i0+r of A and C and columns j0..j0+w of B and C are addressed; full
+    // strips read NV vectors of B in place, a one-vector strip one vector, and the ragged strip
+    // NV vectors of the zero-padded copy.
+    unsafe {
+        if narrow {
+            tile_rows::<S, 1>(s, r, &t);
+        } else if g.a_rs == 1 {
+            // Column-major A (`d_uᵀ` in the weight gradients): a literal row step lets the
+            // broadcasts use constant offsets instead of a chain of address additions.
+            tile_rows::<S, NV>(s, r, &TileArgs { a_rs: 1, ..t });
+        } else {
+            tile_rows::<S, NV>(s, r, &t);
+        }
+    }
+}
+
+/// Small `m`, `A·Bᵀ` with both operands contiguous along the depth: dot-product tiles.
+///
+/// # Safety
+/// As [`gemm`], with `a_cs == 1` and `b_rs == 1`.
+#[inline(always)]
+unsafe fn small_m_dots<S: Simd, const DRI: usize, const DRJ: usize>(s: S, g: &GemmArgs) {
+    // Naive algorithm:
+    //   for i, j: C[i][j] = α·dot(A[i][..], Bᵀ[j][..]) + β·C[i][j]
+    // Optimised: DRI rows of A (kept in L1) against DRJ columns of B at a time; each pair is a
+    // vector accumulator over the depth, reduced once at the end.
+    macro_rules! rows_block {
+        ($ri:literal, $rj:tt, $i0:expr) => {{
+            let i0 = $i0;
+            let a = g.a.wrapping_add(i0 * g.a_rs);
+            let mut j0 = 0;
+            while j0 + $rj <= g.n {
+                // SAFETY: rows i0..i0+$ri of A and columns j0..j0+RJ of B are addressed, each
+                // contiguous over the k depth steps (`a_cs == b_rs == 1`).
+                let v = unsafe {
+                    tile::dot_tile::<S, $ri, $rj>(s, g.k, a, g.a_rs, g.b.add(j0 * g.b_cs), g.b_cs)
+                };
+                store_dots(g, i0, j0, v.as_flattened(), $ri, $rj);
+                j0 += $rj;
+            }
+            while j0 < g.n {
+                // SAFETY: as above for the single column j0 < n.
+                let v = unsafe {
+                    tile::dot_tile::<S, $ri, 1>(s, g.k, a, g.a_rs, g.b.add(j0 * g.b_cs), g.b_cs)
+                };
+                store_dots(g, i0, j0, v.as_flattened(), $ri, 1);
+                j0 += 1;
+            }
+        }};
+    }
+    let mut i0 = 0;
+    while i0 < g.m {
+        let ri = DRI.min(g.m - i0).min(5);
+        // A single row has only RJ accumulators: give it 8 columns so that 8 independent FMA
+        // chains are in flight.
+        match ri {
+            5 => rows_block!(5, DRJ, i0),
+            4 => rows_block!(4, DRJ, i0),
+            3 => rows_block!(3, DRJ, i0),
+            2 => rows_block!(2, DRJ, i0),
+            _ => rows_block!(1, 8, i0),
+        }
+        i0 += ri;
+    }
+}
+
+/// Writes an `ri × rj` block of dot products to C at `(i0, j0)`: `C ← α·v + β·C`.
+#[inline(always)]
+fn store_dots(g: &GemmArgs, i0: usize, j0: usize, vals: &[f32], ri: usize, rj: usize) {
+    for i in 0..ri {
+        for j in 0..rj {
+            let x = vals[i * rj + j];
+            // SAFETY: callers pass blocks inside C (`i0 + i < m`, `j0 + j < n`), whose elements
+            // `GemmArgs` guarantees addressable.
+            unsafe {
+                let p = g.c.add((i0 + i) * g.c_rs + (j0 + j) * g.c_cs);
+                *p = if g.beta == 0.0 {
+                    g.alpha * x
+                } else {
+                    g.alpha * x + g.beta * *p
+                };
+            }
+        }
+    }
+}
+
+/// The general path: pack, then sweep register tiles over the packed panels.
+///
+/// # Safety
+/// As [`gemm`].
+#[inline(always)]
+unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) {
+    // Naive algorithm:
+    //   for i in 0..m { for j in 0..n { C[i][j] = α·Σ_p A[i][p]·B[p][j] + β·C[i][j] } }
+    // Optimised (BLIS): five loops around the register tile, with A and B packed per block.
+    let l = S::LANES;
+    let nr = NV * l;
+    let n_chunks = g.k.div_ceil(KC);
+    let kc_max = g.k.div_ceil(n_chunks);
+    let nc_max = NC.min(g.n.div_ceil(nr) * nr);
+    let mc_max = MC.min(g.m.div_ceil(MR) * MR);
+    let mut bufs = Buffers::take(mc_max * kc_max, nc_max * kc_max);
+    let (abuf, bbuf) = (bufs.a(), bufs.b());
+    {
+        // Loop 5: column blocks of B and C (NC wide, L3/L2).
+        for jc in (0..g.n).step_by(NC) {
+            let nc = NC.min(g.n - jc);
+            // Loop 4: depth blocks (KC deep).
+            for pc in (0..g.k).step_by(kc_max) {
+                let kc = kc_max.min(g.k - pc);
+                // SAFETY: the `kc × nc` block of B at (pc, jc) is addressed; `bbuf` holds
+                // ⌈nc/NR⌉·NR·kc values.
+                unsafe {
+                    pack::pack_b::<S, NV>(
+                        s,
+                        kc,
+                        nc,
+                        g.b.add(pc * g.b_rs + jc * g.b_cs),
+                        g.b_rs,
+                        g.b_cs,
+                        bbuf,
+                    );
+                }
+                // Later depth blocks accumulate onto what the first one wrote.
+                let beta = if pc == 0 { g.beta } else { 1.0 };
+                // Loop 3: row blocks of A and C (MC tall, L2).
+                for ic in (0..g.m).step_by(MC) {
+                    let mc = MC.min(g.m - ic);
+                    // SAFETY: the `mc × kc` block of A at (ic, pc) is addressed; `abuf` holds
+                    // ⌈mc/MR⌉·MR·kc values.
+                    unsafe {
+                        pack::pack_a::<S, MR>(
+                            s,
+                            mc,
+                            kc,
+                            g.a.add(ic * g.a_rs + pc * g.a_cs),
+                            g.a_rs,
+                            g.a_cs,
+                            abuf,
+                        );
+                    }
+                    // Loop 2: B micro-panels (NR wide, kept in L1 across loop 1).
+                    for (jp, jr) in (0..nc).step_by(nr).enumerate() {
+                        let w = nr.min(nc - jr);
+                        // Loop 1: A micro-panels (MR tall, streamed from L2).
+                        for (ip, ir) in (0..mc).step_by(MR).enumerate() {
+                            let r = MR.min(mc - ir);
+                            let t = TileArgs {
+                                k: kc,
+                                a: abuf.wrapping_add(ip * MR * kc),
+                                a_rs: 1,
+                                a_ks: MR,
+                                b: bbuf.wrapping_add(jp * nr * kc),
+                                b_ks: nr,
+                                c: g.c.wrapping_add((ic + ir) * g.c_rs + (jc + jr) * g.c_cs),
+                                c_rs: g.c_rs,
+                                c_cs: g.c_cs,
+                                n_valid: w,
+                                alpha: g.alpha,
+                                beta,
+                            };
+                            // SAFETY: the panels were packed above (zero-padded to MR × NR);
+                            // the C tile (r rows, w columns) is inside C. A narrow edge reads
+                            // only the first vector of each packed row.
+                            unsafe {
+                                if w <= l && NV > 1 {
+                                    tile_rows::<S, 1>(s, r, &t);
+                                } else {
+                                    tile_rows::<S, NV>(s, r, &t);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
