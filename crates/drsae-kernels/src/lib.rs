@@ -410,7 +410,7 @@ impl Kernels {
         if n == 0 || x.rows() == 0 {
             return;
         }
-        let contiguous = (w.col_stride() == 1 || n == 1) && (y.col_stride() == 1 || n == 1);
+        let contiguous = n == 1 || (w.col_stride() == 1 && y.col_stride() == 1);
         if !contiguous {
             // General strides: plain loops (not a path the model takes).
             for r in 0..x.rows() {

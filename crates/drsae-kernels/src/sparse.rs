@@ -218,7 +218,16 @@ pub(crate) unsafe fn gather_axpy<S: Simd, const MAXB: usize>(
         let cols = (nb * l).min(n - col0);
         // SAFETY: columns col0..col0+cols < n of y and of every indexed W row are accessible.
         unsafe {
-            gather_block_dispatch::<S>(s, nb, y.add(col0), cols, w.add(col0), w_rs, idx, vals);
+            gather_block_dispatch::<S, MAXB>(
+                s,
+                nb,
+                y.add(col0),
+                cols,
+                w.add(col0),
+                w_rs,
+                idx,
+                vals,
+            );
         }
         v0 += nb;
     }
@@ -228,13 +237,13 @@ pub(crate) unsafe fn gather_axpy<S: Simd, const MAXB: usize>(
 /// alike, none is 10–20 % slower when W is not in L1).
 const PREFETCH_ROWS: usize = 2;
 
-/// Calls `gather_block::<NB>` for a runtime `nb <= 28`.
+/// Calls `gather_block::<NB>` for a runtime `nb <= MAXB <= 28` (arms above `MAXB` fold away).
 ///
 /// # Safety
 /// As [`gather_block`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a plain forwarding shim")]
-unsafe fn gather_block_dispatch<S: Simd>(
+unsafe fn gather_block_dispatch<S: Simd, const MAXB: usize>(
     s: S,
     nb: usize,
     y: *mut f32,
@@ -247,7 +256,7 @@ unsafe fn gather_block_dispatch<S: Simd>(
     macro_rules! arms {
         ($($n:literal)*) => {
             match nb {
-                $($n => gather_block::<S, $n>(s, y, cols, w, w_rs, idx, vals),)*
+                $($n if $n <= MAXB => gather_block::<S, $n>(s, y, cols, w, w_rs, idx, vals),)*
                 _ => unreachable!("gather block of {nb} vectors"),
             }
         };
@@ -481,6 +490,7 @@ unsafe fn axpy_raw<S: Simd>(s: S, y: *mut f32, c: f32, x: *const f32, n: usize) 
 /// # Safety
 /// Every `g + rows[a]*g_rs .. + n` writable; `x.len() >= n`; `row_vals.len() >= rows.len()`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "mirrors the public method")]
 pub(crate) unsafe fn rank1_rows<S: Simd>(
     s: S,
     g: *mut f32,

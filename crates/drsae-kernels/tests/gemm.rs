@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use drsae_kernels::{Isa, Kernels, MatMut, MatRef, Parallelism, check_required_isa, kernels};
+use drsae_kernels::{Kernels, MatMut, MatRef, Parallelism, kernels};
 use proptest::prelude::*;
 
 /// Storage layout of one GEMM case.
@@ -54,7 +54,9 @@ fn run_case(kerns: &[Kernels], cs: Case) -> Vec<String> {
                 let got = f64::from(c.at(i, j));
                 let want = r[i * cs.n + j];
                 let tol = tolerance(cs.k, scale[i * cs.n + j]);
-                if !((got - want).abs() <= tol) {
+                // Written so that NaN fails the check.
+                let within = (got - want).abs() <= tol;
+                if !within {
                     failures.push(format!(
                         "{}: {cs:?}: C[{i}][{j}] = {got}, reference {want}, tolerance {tol:.3e}",
                         kern.name()
@@ -265,28 +267,6 @@ fn gemm_rejects_mismatched_dimensions() {
         );
     }));
     assert!(result.is_err());
-}
-
-#[test]
-fn required_isa_is_in_use() {
-    // With DRSAE_REQUIRE_ISA=avx512 (CI on an AVX-512 runner) this fails unless the
-    // process-wide kernels really are the AVX-512 ones.
-    if let Err(e) = check_required_isa() {
-        panic!("{e}");
-    }
-}
-
-#[test]
-fn every_isa_this_cpu_reports_is_constructible_and_named() {
-    let avail = Kernels::available();
-    assert!(avail.iter().any(|k| k.isa() == Isa::Portable));
-    for k in &avail {
-        assert_eq!(Kernels::new(k.isa()).map(|x| x.isa()), Some(k.isa()));
-        assert!(k.name().contains('x'), "{}", k.name());
-        assert_eq!(k.isa().as_str().parse::<Isa>().unwrap(), k.isa());
-    }
-    assert!("sse9".parse::<Isa>().is_err());
-    assert_eq!(Kernels::best().isa(), avail.last().unwrap().isa());
 }
 
 proptest! {

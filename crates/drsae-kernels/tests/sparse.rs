@@ -196,8 +196,8 @@ fn gather_dots_matches_naive_loop() {
                 kern.gather_dots(&mut out, w.view(), &sel, &x);
                 for (a, &row) in sel.iter().enumerate() {
                     let (mut want, mut scale) = (0.0f64, 0.0f64);
-                    for j in 0..n {
-                        let t = f64::from(w.at(row as usize, j)) * f64::from(x[j]);
+                    for (j, &xj) in x.iter().enumerate() {
+                        let t = f64::from(w.at(row as usize, j)) * f64::from(xj);
                         want += t;
                         scale += t.abs();
                     }
@@ -235,8 +235,8 @@ fn rank1_rows_matches_naive_loop_and_stays_inside_g() {
                         .iter()
                         .position(|&s| s as usize == i)
                         .map_or(0.0, |a| -0.5 * f64::from(row_vals[a]));
-                    for j in 0..n {
-                        let want = f64::from(g0.at(i, j)) + coef * f64::from(x[j]);
+                    for (j, &xj) in x.iter().enumerate() {
+                        let want = f64::from(g0.at(i, j)) + coef * f64::from(xj);
                         if !close(g.at(i, j), want, 2, want.abs() + 1.0) {
                             failures.push(format!("{} n={n} ({i},{j})", kern.name()));
                         }
@@ -286,8 +286,9 @@ fn rank1_sparse_matches_naive_loop() {
 /// Naive ReLU with the documented NaN rule: kept (and active) unless `x <= 0`.
 fn naive_relu(a: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let z: Vec<f32> = a.iter().map(|&x| if x <= 0.0 { 0.0 } else { x }).collect();
+    // "Not <= 0" rather than "> 0": NaN counts as active.
     let act = (0..a.len() as u32)
-        .filter(|&i| !(a[i as usize] <= 0.0))
+        .filter(|&i| z[i as usize] != 0.0 || z[i as usize].is_nan())
         .collect();
     (z, act)
 }

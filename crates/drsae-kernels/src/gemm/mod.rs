@@ -154,7 +154,8 @@ pub(crate) unsafe fn gemm<
     if g.m == 0 || g.n == 0 {
         return;
     }
-    // SAFETY (all arms): forwarded contract.
+    // SAFETY: every branch forwards this function's contract (checked by the caller) to a
+    // path whose extra conditions (strides, m, k) the branch condition establishes.
     unsafe {
         if g.k == 0 || g.alpha == 0.0 {
             scale_c(g);
@@ -245,7 +246,7 @@ unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usiz
             macro_rules! arms {
                 ($($n:literal)*) => {
                     match nb {
-                        $($n => tile::tile::<S, 1, $n, 1>(s, &t),)*
+                        $($n if $n <= ROWV => tile::tile::<S, 1, $n, 1>(s, &t),)*
                         _ => unreachable!("row block of {nb} vectors"),
                     }
                 };
@@ -375,13 +376,13 @@ unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
     // NV vectors of the zero-padded copy.
     unsafe {
         if narrow {
-            tile_rows::<S, 1>(s, r, &t);
+            tile_rows::<S, 1, MR>(s, r, &t);
         } else if g.a_rs == 1 {
             // Column-major A (`d_uᵀ` in the weight gradients): a literal row step lets the
             // broadcasts use constant offsets instead of a chain of address additions.
-            tile_rows::<S, NV>(s, r, &TileArgs { a_rs: 1, ..t });
+            tile_rows::<S, NV, MR>(s, r, &TileArgs { a_rs: 1, ..t });
         } else {
-            tile_rows::<S, NV>(s, r, &t);
+            tile_rows::<S, NV, MR>(s, r, &t);
         }
     }
 }
@@ -536,9 +537,9 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                             // only the first vector of each packed row.
                             unsafe {
                                 if w <= l && NV > 1 {
-                                    tile_rows::<S, 1>(s, r, &t);
+                                    tile_rows::<S, 1, MR>(s, r, &t);
                                 } else {
-                                    tile_rows::<S, NV>(s, r, &t);
+                                    tile_rows::<S, NV, MR>(s, r, &t);
                                 }
                             }
                         }

@@ -125,7 +125,8 @@ pub(crate) unsafe fn store_tile<S: Simd, const R: usize, const NV: usize>(
     let beta_zero = t.beta == 0.0;
     if t.c_cs == 1 && t.n_valid == NV * l {
         // Whole tile, contiguous rows: straight-line code (no early exits), so the accumulators
-        // stay in registers; α = 1 and β ∈ {0, 1} (the common cases) skip the multiplies.
+        // stay in registers; β = 0 never reads C, and α = 1 with β = 0 (the common case) is a
+        // plain store.
         macro_rules! rows {
             (|$x:ident, $p:ident| $e:expr) => {
                 for i in 0..R {
@@ -140,12 +141,12 @@ pub(crate) unsafe fn store_tile<S: Simd, const R: usize, const NV: usize>(
                 }
             };
         }
-        match (t.alpha == 1.0, beta_zero, t.beta == 1.0) {
-            (true, true, _) => rows!(|x, p| x),
-            (true, false, true) => rows!(|x, p| s.add(s.load(p), x)),
-            (true, false, false) => rows!(|x, p| s.fma(vb, s.load(p), x)),
-            (false, true, _) => rows!(|x, p| s.mul(va, x)),
-            (false, false, _) => rows!(|x, p| s.fma(vb, s.load(p), s.mul(va, x))),
+        if beta_zero && t.alpha == 1.0 {
+            rows!(|x, p| x);
+        } else if beta_zero {
+            rows!(|x, p| s.mul(va, x));
+        } else {
+            rows!(|x, p| s.fma(vb, s.load(p), s.mul(va, x)));
         }
     } else if t.c_cs == 1 {
         for i in 0..R {
@@ -226,31 +227,34 @@ pub(crate) unsafe fn tile<S: Simd, const R: usize, const NV: usize, const U: usi
     }
 }
 
-/// Runs the `r`-row tile (`1 <= r <= 16`), choosing the depth split `U` so that the tile has at
-/// least 8 independent accumulator chains when `NV = 2`.
+/// Runs the `r`-row tile (`1 <= r <= MR <= 12`), choosing the depth split `U` so that the tile
+/// has at least 8 independent accumulator chains when `NV = 2`. Arms above `MR` are folded
+/// away at compile time.
 ///
 /// # Safety
 /// As [`tile`] with `R = r`.
 #[inline(always)]
-pub(crate) unsafe fn tile_rows<S: Simd, const NV: usize>(s: S, r: usize, t: &TileArgs) {
+pub(crate) unsafe fn tile_rows<S: Simd, const NV: usize, const MR: usize>(
+    s: S,
+    r: usize,
+    t: &TileArgs,
+) {
     // SAFETY: forwarded contract, `R = r` in every arm.
     unsafe {
         match r {
             1 => tile::<S, 1, NV, 4>(s, t),
             2 => tile::<S, 2, NV, 2>(s, t),
             3 => tile::<S, 3, NV, 2>(s, t),
-            4 => tile::<S, 4, NV, 1>(s, t),
-            5 => tile::<S, 5, NV, 1>(s, t),
-            6 => tile::<S, 6, NV, 1>(s, t),
-            7 => tile::<S, 7, NV, 1>(s, t),
-            8 => tile::<S, 8, NV, 1>(s, t),
-            9 => tile::<S, 9, NV, 1>(s, t),
-            10 => tile::<S, 10, NV, 1>(s, t),
-            11 => tile::<S, 11, NV, 1>(s, t),
-            12 => tile::<S, 12, NV, 1>(s, t),
-            13 => tile::<S, 13, NV, 1>(s, t),
-            14 => tile::<S, 14, NV, 1>(s, t),
-            _ => unreachable!("tile rows {r} exceed the largest MR"),
+            4 if MR >= 4 => tile::<S, 4, NV, 1>(s, t),
+            5 if MR >= 5 => tile::<S, 5, NV, 1>(s, t),
+            6 if MR >= 6 => tile::<S, 6, NV, 1>(s, t),
+            7 if MR >= 7 => tile::<S, 7, NV, 1>(s, t),
+            8 if MR >= 8 => tile::<S, 8, NV, 1>(s, t),
+            9 if MR >= 9 => tile::<S, 9, NV, 1>(s, t),
+            10 if MR >= 10 => tile::<S, 10, NV, 1>(s, t),
+            11 if MR >= 11 => tile::<S, 11, NV, 1>(s, t),
+            12 if MR >= 12 => tile::<S, 12, NV, 1>(s, t),
+            _ => unreachable!("tile rows {r} exceed MR = {MR}"),
         }
     }
 }
