@@ -49,8 +49,22 @@ impl DataArgs {
         self.load_with(Preprocess::default())
     }
 
-    /// Loads the dataset with the given preprocessing.
+    /// Loads the dataset with the given preprocessing. When neither `--data-dir` nor
+    /// `DRSAE_DATA_DIR` names a folder and the repository's `data/mnist/` lacks MNIST, it is
+    /// fetched there first (verified; with no network the error says where to put the files).
     pub fn load_with(&self, preprocess: Preprocess) -> Result<Dataset, drsae_data::DataError> {
+        let explicit = self.data_dir.is_some()
+            || std::env::var_os(drsae_data::locate::DATA_DIR_ENV).is_some_and(|v| !v.is_empty());
+        if !explicit && self.dataset == DatasetArg::Mnist {
+            let dir = self.dir();
+            let present = drsae_data::FILE_NAMES.iter().all(|name| {
+                dir.join(name).is_file() || dir.join(name.trim_end_matches(".gz")).is_file()
+            });
+            if !present {
+                eprintln!("MNIST not found in {}; fetching it", dir.display());
+                drsae_data::fetch::fetch_mnist(&dir)?;
+            }
+        }
         let opts = LoadOptions {
             kind: match self.dataset {
                 DatasetArg::Mnist => DatasetKind::Mnist,

@@ -1,16 +1,20 @@
 //! Dense GEMM `C ← α·A·B + β·C` on strided views, BLIS-style, generic over the vector ISA.
 //!
-//! Four paths, chosen per call from the shape and the strides:
-//! - **packed** (the general case): the five BLIS loops below, packing A into `MR`-row panels
-//!   and B into `NR`-column panels so the microkernel streams contiguous, zero-padded memory.
-//! - **unpacked B** (`B.cs == 1` and B small enough to stay in L2, or `m <= SMALL_M`): no
-//!   packing; the microkernel broadcasts A straight from the caller's storage and loads B's
-//!   rows in place. For the model's shapes packing B would cost as much as a B = 1 or B = 10
-//!   product, and even at B = 128 the packing is pure overhead when B already sits in L2.
-//! - **single row** (`m == 1`, `B.cs == 1`): the whole row of C (up to 28 vectors) in
-//!   registers while B streams past once, row after row, in memory order.
+//! Four paths, chosen per call from the shape and the strides (first match wins):
+//! - **rows** (`B.cs == 1`, `C.cs == 1`, and `m == 1` or `k <= ROW_K`): one row of C at a
+//!   time, up to 28 vectors of it in registers while B's rows stream past in memory order.
+//!   For `m = 1` this reads B once, sequentially; for the rank-1-like weight gradients
+//!   (`k` = B = 1) it writes C as one sequential stream, prefetched for ownership ahead.
+//! - **unpacked B** (`B.cs == 1` and `m <= SMALL_M` or B small enough to stay in L2): no
+//!   packing; the register tile broadcasts A straight from the caller's storage and loads B's
+//!   rows in place. For B = 10 packing B would cost as much as the product, and at B = 128 with
+//!   B already in L2 it measured ~1.4× slower than not packing on the model's shapes.
 //! - **dots** (`m <= SMALL_M`, `A.cs == 1`, `B.rs == 1`, i.e. `A·Eᵀ` with row-major E): dot
 //!   product tiles over the contiguous depth of both operands, avoiding a transposing pack.
+//! - **packed** (everything else, e.g. `A·Eᵀ` at B = 128): the five BLIS loops below, packing
+//!   A into `MR`-row panels and B into `NR`-column panels (transposing 8 × 8 blocks in
+//!   registers where an operand lies across) so the microkernel streams contiguous,
+//!   zero-padded memory.
 
 pub(crate) mod pack;
 pub(crate) mod tile;
@@ -167,6 +171,7 @@ pub(crate) unsafe fn gemm<
                 // ownership while this one is computed.
                 if i + ROW_PREFETCH < g.m {
                     let ahead = g.c.wrapping_add((i + ROW_PREFETCH) * g.c_rs);
+                    // One prefetch per 64-byte line (16 floats).
                     for j in (0..g.n).step_by(16) {
                         s.prefetch_write(ahead.wrapping_add(j));
                     }
@@ -180,7 +185,9 @@ pub(crate) unsafe fn gemm<
                 single_row::<S, MR, NV, ROWV>(s, &row);
             }
         } else if g.b_cs == 1
-            && (g.m <= SMALL_M || (g.k * g.n * 4 <= UNPACKED_B_MAX_BYTES && g.k <= UNPACKED_MAX_K))
+            && (g.m <= SMALL_M
+                || (g.k.saturating_mul(g.n).saturating_mul(4) <= UNPACKED_B_MAX_BYTES
+                    && g.k <= UNPACKED_MAX_K))
         {
             unpacked_b::<S, MR, NV>(s, g);
         } else if g.m <= SMALL_M && g.a_cs == 1 && g.b_rs == 1 {
