@@ -11,7 +11,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in entries {
         let path = entry.expect("readable directory entry").path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target" || n == "fixtures") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "fixtures")
+            {
                 continue;
             }
             rust_files(&path, out);
@@ -33,7 +36,10 @@ fn every_source_file_opens_with_a_module_doc_and_has_no_trailing_whitespace() {
     for file in &files {
         let text = fs::read_to_string(file).expect("utf-8 source");
         if !text.starts_with("//!") {
-            problems.push(format!("{}: does not open with a `//!` line", file.display()));
+            problems.push(format!(
+                "{}: does not open with a `//!` line",
+                file.display()
+            ));
         }
         for (i, line) in text.lines().enumerate() {
             if line.ends_with(' ') || line.ends_with('\t') {
