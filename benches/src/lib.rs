@@ -181,11 +181,14 @@ pub struct SparseProblem {
     x_dense: Vec<f32>,
     x: SparseRows,
     w: Vec<f32>,
+    /// `Wᵀ` stored row-major (`N × K`), as the model stores `E` (`n × m`).
+    wt: Vec<f32>,
     y: Vec<f32>,
 }
 
 impl SparseProblem {
-    /// Seeded operands; W is row-major `K × N` (e.g. `Eᵀ` kept pre-transposed).
+    /// Seeded operands; W is row-major `K × N` (e.g. `Eᵀ` kept pre-transposed), and a row-major
+    /// copy of `Wᵀ` for the dense `A·Wᵀ` layout.
     pub fn new(
         op: &'static str,
         batch: usize,
@@ -200,6 +203,13 @@ impl SparseProblem {
             drsae_kernels::kernels(),
             MatRef::row_major(&x_dense, batch, k).expect("X view"),
         );
+        let w = random_matrix(seed + 1, k, n);
+        let mut wt = vec![0.0; k * n];
+        for p in 0..k {
+            for j in 0..n {
+                wt[j * k + p] = w[p * n + j];
+            }
+        }
         SparseProblem {
             op,
             batch,
@@ -208,7 +218,8 @@ impl SparseProblem {
             density,
             x_dense,
             x,
-            w: random_matrix(seed + 1, k, n),
+            w,
+            wt,
             y: vec![0.0; batch * n],
         }
     }
@@ -254,6 +265,18 @@ impl SparseProblem {
     pub fn run_dense(&mut self, kern: &Kernels) {
         let x = MatRef::row_major(&self.x_dense, self.batch, self.k).expect("X view");
         let w = MatRef::row_major(&self.w, self.k, self.n).expect("W view");
+        let y = MatMut::row_major(&mut self.y, self.batch, self.n).expect("Y view");
+        kern.gemm(1.0, x, w, 1.0, y);
+        black_box(&mut self.y);
+    }
+
+    /// `Y += X·W` with the dense GEMM reading `W` as the transpose of the row-major `Wᵀ` (the
+    /// model's `x·Eᵀ` with `E` as stored).
+    pub fn run_dense_nt(&mut self, kern: &Kernels) {
+        let x = MatRef::row_major(&self.x_dense, self.batch, self.k).expect("X view");
+        let w = MatRef::row_major(&self.wt, self.n, self.k)
+            .expect("Wt view")
+            .t();
         let y = MatMut::row_major(&mut self.y, self.batch, self.n).expect("Y view");
         kern.gemm(1.0, x, w, 1.0, y);
         black_box(&mut self.y);

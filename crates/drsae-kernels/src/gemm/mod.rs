@@ -5,16 +5,16 @@
 //!   time, up to 28 vectors of it in registers while B's rows stream past in memory order.
 //!   For `m = 1` this reads B once, sequentially; for the rank-1-like weight gradients
 //!   (`k` = B = 1) it writes C as one sequential stream, prefetched for ownership ahead.
-//! - **unpacked B** (`B.cs == 1` and `m <= SMALL_M` or B small enough to stay in L2): no
-//!   packing; the register tile broadcasts A straight from the caller's storage and loads B's
-//!   rows in place. For B = 10 packing B would cost as much as the product, and at B = 128 with
-//!   B already in L2 it measured ~1.4× slower than not packing on the model's shapes.
+//! - **unpacked B** (`B.cs == 1`, and `m <= SMALL_M` or a deep-enough, narrow-enough B that
+//!   stays in L2): no packing; the register tile broadcasts A straight from the caller's
+//!   storage and loads B's rows in place. For B = 1 and B = 10 packing B would cost as much as
+//!   the product; at B = 128 with 400 columns not packing measured ~10 % faster.
 //! - **dots** (`m <= SMALL_M`, `A.cs == 1`, `B.rs == 1`, i.e. `A·Eᵀ` with row-major E): dot
 //!   product tiles over the contiguous depth of both operands, avoiding a transposing pack.
-//! - **packed** (everything else, e.g. `A·Eᵀ` at B = 128): the five BLIS loops below, packing
-//!   A into `MR`-row panels and B into `NR`-column panels (transposing 8 × 8 blocks in
-//!   registers where an operand lies across) so the microkernel streams contiguous,
-//!   zero-padded memory.
+//! - **packed** (everything else: `A·Eᵀ` at B = 128, shallow or wide weight gradients): the
+//!   five BLIS loops below, packing A into `MR`-row panels and B into `NR`-column panels
+//!   (transposing 8 × 8 blocks in registers where an operand lies across) so the microkernel
+//!   streams contiguous, zero-padded memory.
 
 pub(crate) mod pack;
 pub(crate) mod tile;
@@ -39,6 +39,9 @@ pub(crate) const SMALL_M: usize = 24;
 /// Largest B (in bytes) the unpacked path streams in place for any `m`: 3/4 of a 2 MiB L2, so
 /// B stays L2-resident while every row block of A passes over it.
 pub(crate) const UNPACKED_B_MAX_BYTES: usize = 3 << 19;
+/// Widest C for the unpacked path at large `m`: every NR-column strip re-reads A from L2, and
+/// packing measured faster beyond ~16 strips (e.g. 784 columns) on the model's shapes.
+pub(crate) const UNPACKED_MAX_N: usize = 512;
 /// Largest depth for the unpacked path at large `m`: an `MR × k` block of A (broadcast from the
 /// caller's rows) should stay in the 48 KiB L1d (12 × 1024 × 4 B = 48 KiB).
 pub(crate) const UNPACKED_MAX_K: usize = 1024;
@@ -186,8 +189,10 @@ pub(crate) unsafe fn gemm<
             }
         } else if g.b_cs == 1
             && (g.m <= SMALL_M
-                || (g.k.saturating_mul(g.n).saturating_mul(4) <= UNPACKED_B_MAX_BYTES
-                    && g.k <= UNPACKED_MAX_K))
+                || (g.k > SHALLOW_K
+                    && g.k <= UNPACKED_MAX_K
+                    && g.n <= UNPACKED_MAX_N
+                    && g.k.saturating_mul(g.n).saturating_mul(4) <= UNPACKED_B_MAX_BYTES))
         {
             unpacked_b::<S, MR, NV>(s, g);
         } else if g.m <= SMALL_M && g.a_cs == 1 && g.b_rs == 1 {
@@ -310,8 +315,8 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmAr
     }
     let strips = full + usize::from(rem != 0);
     if g.k <= SHALLOW_K {
-        // Shallow products are bound by writing C: fetch the next tile's lines of C for
-        // ownership while this tile computes.
+        // Shallow products (with m <= SMALL_M here) are bound by writing C: row block by row
+        // block, fetching the next tile's lines of C for ownership while this tile computes.
         for i0 in (0..g.m).step_by(MR) {
             for js in 0..strips {
                 if g.c_cs == 1 && js + 1 < strips {
@@ -519,11 +524,20 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                             abuf,
                         );
                     }
-                    // Loop 2: B micro-panels (NR wide, kept in L1 across loop 1).
-                    for (jp, jr) in (0..nc).step_by(nr).enumerate() {
-                        let w = nr.min(nc - jr);
-                        // Loop 1: A micro-panels (MR tall, streamed from L2).
-                        for (ip, ir) in (0..mc).step_by(MR).enumerate() {
+                    // Loops 2 and 1: B micro-panels (NR wide, kept in L1 across loop 1) and A
+                    // micro-panels (MR tall, streamed from L2). Shallow blocks, bound by
+                    // writing C, swap them so that C is written row block by row block.
+                    let (n_jp, n_ip) = (nc.div_ceil(nr), mc.div_ceil(MR));
+                    let shallow = kc <= SHALLOW_K;
+                    for outer in 0..if shallow { n_ip } else { n_jp } {
+                        for inner in 0..if shallow { n_jp } else { n_ip } {
+                            let (jp, ip) = if shallow {
+                                (inner, outer)
+                            } else {
+                                (outer, inner)
+                            };
+                            let (jr, ir) = (jp * nr, ip * MR);
+                            let w = nr.min(nc - jr);
                             let r = MR.min(mc - ir);
                             let t = TileArgs {
                                 k: kc,

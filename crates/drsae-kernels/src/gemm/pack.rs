@@ -33,9 +33,17 @@ pub(crate) unsafe fn pack_a<S: Simd, const MR: usize>(
                 // SAFETY: A(i0..i0+r, p) are addressed elements (contiguous as `rs == 1`); the
                 // destination group `p` of this panel has MR slots.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), d.add(p * MR), r);
-                    for i in r..MR {
-                        *d.add(p * MR + i) = 0.0;
+                    if r == MR {
+                        // A compile-time length: a few vector moves instead of a memcpy call.
+                        let src = a.add(i0 + p * cs).cast::<[f32; MR]>();
+                        d.add(p * MR)
+                            .cast::<[f32; MR]>()
+                            .write_unaligned(src.read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(a.add(i0 + p * cs), d.add(p * MR), r);
+                        for i in r..MR {
+                            *d.add(p * MR + i) = 0.0;
+                        }
                     }
                 }
             }
