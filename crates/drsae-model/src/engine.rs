@@ -1,23 +1,34 @@
-//! The fast f32 training engine: the reference's mathematics on minibatches, doing only the
-//! work that the zeros of the input, of every `z^t` and of every ReLU-masked adjoint leave.
+//! The fast f32 training engine: the reference's mathematics on whole minibatches, as a
+//! handful of matrix products per recurrent step through the kernels crate.
 //!
-//! A minibatch step has two parallel phases, and neither's result depends on the thread count:
+//! The examples of a minibatch are carried through the recurrence together, so each weight
+//! matrix streams through the cache once per step for several examples instead of once per
+//! example; at the activity DrSAE trains with (30–50 % of units on after pretraining) a row
+//! that is needed by one example is needed by nearly all of them, and a minibatch product on
+//! the register-tiled GEMM beats gathering active rows per example (see `results/kernels.csv`).
+//! The sparsity that survives batching is used where it is free: the ReLU masks of every
+//! adjoint, and decoder rows whose unit is off in the whole minibatch are neither marked
+//! changed nor projected again.
 //!
-//! 1. *Per example* (examples split over threads): the forward recurrence over active units
-//!    only, the loss, and the backward recurrence, leaving in the example's slot the dense
-//!    `z^t`, the adjoints `d_a^t`, `d_u = Σ_t d_a^t`, the residual `x̂ − x` and the classifier
-//!    adjoint.
-//! 2. *Per parameter row* (rows split over threads): each row of `Sᵀ`, `Eᵀ` and `Dᵀ` receives
-//!    the contributions of every example and step that touches it, in a fixed order (example,
-//!    then step), then is projected. A row's arithmetic is the same whichever thread runs it,
-//!    so parameters after an epoch are bit-identical for every thread count.
+//! Step by step, with `Z_t`, `DA_t` (B × n) the states and masked adjoints of step t:
+//! - forward: `U = X·Eᵀ − b`, `Z_1 = relu(U)`, `Z_{t+1} = relu(U + Z_t·Sᵀ)`, `R = Z_T·Dᵀ − X`;
+//! - backward: `DA_T = mask_T ⊙ (w_rec·R·D + λ + classifier term)`,
+//!   `DA_t = mask_t ⊙ (DA_{t+1}·S)`, `DU = Σ_t DA_t`;
+//! - update: `Sᵀ += α·[Z_1;…;Z_{T−1}]ᵀ·[DA_2;…;DA_T]` (per group, one product over the
+//!   stacked steps),
+//!   `E += α·DUᵀ·X`, `Dᵀ += α·w_rec·Z_Tᵀ·R`, then the projections of spec §5.
 //!
-//! Layout: the engine keeps `Eᵀ` (m×n), `Sᵀ` (n×n) and `Dᵀ` (n×m) so that every sparse
-//! product is a sum of contiguous rows selected by an active set: `E·x = Σ_{j: x_j≠0} x_j Eᵀ_j`,
-//! `S·z = Σ_{j active} z_j Sᵀ_j`, `D·z = Σ_{i active} z_i Dᵀ_i`, and every gradient is a set of
-//! row updates. [`Engine::params`] converts back to the paper's layout.
+//! Parallelism and reproducibility: the minibatch is cut into [`GROUPS`] groups of
+//! consecutive examples whose sizes depend on the batch size alone; each group runs the whole
+//! forward and backward recurrence as one task, and the update splits every weight matrix
+//! into fixed row blocks, each adding the groups' products in order. Every element's
+//! arithmetic is therefore the same whichever thread runs it: parameters after an epoch are
+//! bit-identical for every thread count. Layout: `E` and `Dᵀ` are unit-major (row i belongs to
+//! unit i, so the norm bounds of spec §5 are row norms and each row block is projected by the
+//! task that updated it), and `Sᵀ` is kept so that the forward product reads it row by row.
+//! [`Engine::params`] converts back to the paper's layout.
 
-use drsae_kernels::{Kernels, MatRef};
+use drsae_kernels::{Kernels, MatMut, MatRef};
 use rayon::prelude::*;
 
 use crate::config::LossWeights;
@@ -25,21 +36,32 @@ use crate::config::{Config, Phase};
 use crate::params::{Grads, Params};
 use crate::reference::LossTerms;
 
-/// Rows of a weight matrix handled by one parallel task. Fixed, so that the partial sums of
-/// the E-row norms are reduced in the same order for every thread count.
-const ROWS_PER_TASK: usize = 16;
+/// Output columns of a minibatch product computed by one task: two AVX-512 register tiles.
+const COLS_PER_TASK: usize = 64;
+
+/// Weight rows updated (and projected) by one task: a multiple of every ISA's tile height.
+const ROWS_PER_TASK: usize = 48;
+
+/// Examples per task when evaluating a split.
+const EVAL_CHUNK: usize = 128;
+
+/// A training minibatch is cut into this many groups of consecutive examples (sizes fixed by
+/// the batch size alone), each carried through the forward and backward recurrence by one
+/// task without synchronising with the others: on two cores that beats splitting every
+/// step's product, whose per-step join costs more than half a product at minibatch 10.
+const GROUPS: usize = 2;
 
 /// Added to ‖z^T‖² before the square root, as in the reference: no NaN for an all-zero code.
 const NORM_EPS: f32 = crate::reference::NORM_EPS as f32;
 
-/// Every weight buffer is allocated with its matrix's exact size.
-const SHAPED: &str = "engine weight buffers have their matrices' sizes";
+/// Every buffer is allocated with its matrix's exact size (or more).
+const SHAPED: &str = "engine buffers have their matrices' sizes";
 
-/// Parameters in the engine's row-oriented layout.
+/// Parameters in the engine's layout.
 #[derive(Clone, Debug)]
 struct Weights {
-    /// `Eᵀ`, m×n: row j holds the weights from input pixel j to every unit.
-    et: Vec<f32>,
+    /// `E`, n×m: row i holds unit i's input weights.
+    e: Vec<f32>,
     /// `Sᵀ`, n×n: row j holds the weights from unit j to every unit.
     st: Vec<f32>,
     /// Thresholds `b`, n.
@@ -55,7 +77,7 @@ struct Weights {
 impl Weights {
     fn zeros(m: usize, n: usize, l: usize) -> Self {
         Self {
-            et: vec![0.0; m * n],
+            e: vec![0.0; n * m],
             st: vec![0.0; n * n],
             b: vec![0.0; n],
             dt: vec![0.0; n * m],
@@ -66,7 +88,7 @@ impl Weights {
 
     fn fill_zero(&mut self) {
         for v in [
-            &mut self.et,
+            &mut self.e,
             &mut self.st,
             &mut self.b,
             &mut self.dt,
@@ -87,62 +109,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-/// One example's forward and backward state, allocated once and reused every step.
-#[derive(Clone, Debug)]
-struct Slot {
-    /// Non-zero input pixels: indices and values.
-    x_idx: Vec<u32>,
-    x_val: Vec<f32>,
-    /// `u = E·x − b`.
-    u: Vec<f32>,
-    /// Scratch for a pre-activation `a^{t+1} = u + S·z^t`.
-    acc: Vec<f32>,
-    /// Dense `z^t` for t = 1..T, step t at `(t−1)·n`.
-    z: Vec<f32>,
-    /// Active units of `z^t` (ascending) and their values, step t at `(t−1)·n`.
-    z_idx: Vec<u32>,
-    z_val: Vec<f32>,
-    /// Number of active units at each step.
-    z_cnt: Vec<usize>,
-    /// Dense adjoints `d_a^t` (zero outside the active set), step t at `(t−1)·n`.
-    da: Vec<f32>,
-    /// `d_u = Σ_t d_a^t`, so that `∂L/∂E = d_u·xᵀ` and `∂L/∂b = −d_u`.
-    du: Vec<f32>,
-    /// Residual `x̂ − x`.
-    r: Vec<f32>,
-    /// Scratch for gathered dot products over an active set.
-    dots: Vec<f32>,
-    /// Normalised code `ẑ` on the active set of `z^T` (packed like `z_val`).
-    z_hat: Vec<f32>,
-    /// Softmax probabilities, then `∂L/∂logits`.
-    d_logits: Vec<f32>,
-    /// This example's loss terms.
-    loss: LossTerms,
-}
-
-impl Slot {
-    fn new(m: usize, n: usize, l: usize, t: usize) -> Self {
-        Self {
-            x_idx: vec![0; m],
-            x_val: vec![0.0; m],
-            u: vec![0.0; n],
-            acc: vec![0.0; n],
-            z: vec![0.0; t * n],
-            z_idx: vec![0; t * n],
-            z_val: vec![0.0; t * n],
-            z_cnt: vec![0; t],
-            da: vec![0.0; t * n],
-            du: vec![0.0; n],
-            r: vec![0.0; m],
-            dots: vec![0.0; n],
-            z_hat: vec![0.0; n],
-            d_logits: vec![0.0; l],
-            loss: LossTerms::default(),
-        }
-    }
-}
-
-/// Sizes and switches that every slot computation needs.
+/// Sizes and switches that every batch computation needs.
 #[derive(Clone, Copy, Debug)]
 struct Dims {
     m: usize,
@@ -150,6 +117,86 @@ struct Dims {
     l: usize,
     t: usize,
     classifier_bias: bool,
+}
+
+/// A minibatch's forward and backward state, allocated for `cap` examples and reused every
+/// step. Per-step blocks are laid out for the current batch size `bs`: step s (holding
+/// `z^{s+1}`) occupies `s·bs·n .. (s+1)·bs·n`, so consecutive steps stack into one matrix.
+#[derive(Clone, Debug)]
+struct Batch {
+    cap: usize,
+    /// Examples in the current pass (`bs` below).
+    len: usize,
+    /// `U = X·Eᵀ − b`, bs×n.
+    u: Vec<f32>,
+    /// Pre-activation scratch, bs×n.
+    a: Vec<f32>,
+    /// States `Z_1 … Z_T`.
+    z: Vec<f32>,
+    /// Masked adjoints `DA_1 … DA_T`.
+    da: Vec<f32>,
+    /// `DU = Σ_t DA_t`, bs×n: `∂L/∂E = DUᵀ·X` and `∂L/∂b = −Σ_b DU_b`.
+    du: Vec<f32>,
+    /// Residuals `R = X̂ − X`, bs×m.
+    r: Vec<f32>,
+    /// Normalised codes `ẑ = z^T / ‖z^T‖`, bs×n.
+    z_hat: Vec<f32>,
+    /// `‖z^T‖` (with ε) per example.
+    norm: Vec<f32>,
+    /// Softmax probabilities, then `∂L/∂logits`, bs×l.
+    d_logits: Vec<f32>,
+    /// Scratch: `∂L/∂ẑ` of one example (n) and the active-index output of the ReLU (n).
+    dzh: Vec<f32>,
+    idx: Vec<u32>,
+    /// Active units per step and example, step s at `s·bs`.
+    counts: Vec<usize>,
+    /// Loss terms and predicted class per example.
+    loss: Vec<LossTerms>,
+    preds: Vec<u8>,
+}
+
+impl Batch {
+    fn new(cap: usize, d: Dims) -> Self {
+        let Dims { m, n, l, t, .. } = d;
+        Self {
+            cap,
+            len: 0,
+            u: vec![0.0; cap * n],
+            a: vec![0.0; cap * n],
+            z: vec![0.0; t * cap * n],
+            da: vec![0.0; t * cap * n],
+            du: vec![0.0; cap * n],
+            r: vec![0.0; cap * m],
+            z_hat: vec![0.0; cap * n],
+            norm: vec![0.0; cap],
+            d_logits: vec![0.0; cap * l],
+            dzh: vec![0.0; n],
+            idx: vec![0; n],
+            counts: vec![0; t * cap],
+            loss: vec![LossTerms::default(); cap],
+            preds: vec![0; cap],
+        }
+    }
+
+    /// Sum of the loss terms of the current pass's examples, in order.
+    fn loss_sum(&self) -> LossTerms {
+        let mut sum = LossTerms::default();
+        for &l in &self.loss[..self.len] {
+            sum += l;
+        }
+        sum
+    }
+
+    /// Activity of the current pass's examples.
+    fn activity(&self, steps: usize) -> Activity {
+        let bs = self.len;
+        Activity {
+            examples: bs,
+            active_per_step: (0..steps)
+                .map(|s| self.counts[s * bs..(s + 1) * bs].iter().sum::<usize>() as u64)
+                .collect(),
+        }
+    }
 }
 
 /// Scale applied to each parameter's gradient when it is accumulated into a target: −η_k times
@@ -190,16 +237,6 @@ impl Activity {
             .collect()
     }
 
-    fn add_slot(&mut self, slot: &Slot) {
-        if self.active_per_step.len() < slot.z_cnt.len() {
-            self.active_per_step.resize(slot.z_cnt.len(), 0);
-        }
-        for (acc, &c) in self.active_per_step.iter_mut().zip(&slot.z_cnt) {
-            *acc += c as u64;
-        }
-        self.examples += 1;
-    }
-
     /// Adds another tally to this one.
     pub fn merge(&mut self, other: &Activity) {
         if self.active_per_step.len() < other.active_per_step.len() {
@@ -237,13 +274,11 @@ pub struct Engine {
     w: Weights,
     /// Gradient target for [`Engine::gradient`]; allocated on first use.
     grad: Option<Weights>,
-    slots: Vec<Slot>,
+    /// State of the training minibatch's groups (see [`GROUPS`]).
+    groups: Vec<Batch>,
     /// Decoder rows changed since they were last projected (only matters when the
     /// projection interval is above 1).
     d_dirty: Vec<bool>,
-    /// Per-task partial sums of squared E-row norms, reduced in task order.
-    e_norm_parts: Vec<f32>,
-    e_scale: Vec<f32>,
     pool: rayon::ThreadPool,
     kernels: &'static Kernels,
     /// Activity of the last [`Engine::train_step`] or [`Engine::gradient`].
@@ -333,10 +368,8 @@ impl Engine {
             dims,
             w: Weights::zeros(m, n, l),
             grad: None,
-            slots: Vec::new(),
+            groups: Vec::new(),
             d_dirty: vec![true; n],
-            e_norm_parts: vec![0.0; m.div_ceil(ROWS_PER_TASK) * n],
-            e_scale: vec![1.0; n],
             pool,
             kernels: drsae_kernels::kernels(),
             last_activity: Activity::default(),
@@ -348,7 +381,7 @@ impl Engine {
     /// Replaces the parameters (layout conversion included).
     pub fn set_params(&mut self, p: &Params<f32>) {
         let Dims { m, n, .. } = self.dims;
-        transpose(&p.e, n, m, &mut self.w.et);
+        self.w.e.copy_from_slice(&p.e);
         transpose(&p.s, n, n, &mut self.w.st);
         self.w.b.copy_from_slice(&p.b);
         transpose(&p.d, m, n, &mut self.w.dt);
@@ -410,29 +443,17 @@ impl Engine {
             d_col: cfg.d_col_bound as f32,
             c_row: cfg.c_row_bound as f32,
         });
-        let batch = y.len();
-        let Self {
-            w,
-            slots,
-            d_dirty,
-            e_norm_parts,
-            e_scale,
-            pool,
-            kernels,
-            dims,
-            ..
-        } = self;
         let ctx = UpdateCtx {
-            slots: &slots[..batch],
+            groups: &self.groups[..group_count(y.len())],
             x,
-            dims: *dims,
+            dims: self.dims,
             w_rec: weights.w_rec as f32,
             classify: weights.w_cls != 0.0,
-            kernels,
+            kernels: self.kernels,
         };
-        pool.install(|| {
-            ctx.accumulate(w, scales, bounds, d_dirty, e_norm_parts, e_scale);
-        });
+        let (w, d_dirty) = (&mut self.w, &mut self.d_dirty);
+        self.pool
+            .install(|| ctx.accumulate(w, scales, bounds, d_dirty));
         Ok(loss)
     }
 
@@ -458,24 +479,22 @@ impl Engine {
         };
         let mut unused_dirty = vec![false; n];
         let ctx = UpdateCtx {
-            slots: &self.slots[..y.len()],
+            groups: &self.groups[..group_count(y.len())],
             x,
             dims: self.dims,
             w_rec: weights.w_rec as f32,
             classify: weights.w_cls != 0.0,
             kernels: self.kernels,
         };
-        let (parts, scale) = (&mut self.e_norm_parts, &mut self.e_scale);
-        self.pool.install(|| {
-            ctx.accumulate(&mut grad, ones, None, &mut unused_dirty, parts, scale);
-        });
+        self.pool
+            .install(|| ctx.accumulate(&mut grad, ones, None, &mut unused_dirty));
         let out = weights_to_params(&grad, self.dims);
         self.grad = Some(grad);
         Ok((loss, out))
     }
 
-    /// Forward pass over a whole split (`x`: examples × n_input), in parallel chunks:
-    /// summed loss terms, errors, predictions and activity.
+    /// Forward pass over a whole split (`x`: examples × n_input) in fixed chunks run in
+    /// parallel: summed loss terms, errors, predictions and activity.
     pub fn evaluate(
         &mut self,
         x: &[f32],
@@ -483,27 +502,30 @@ impl Engine {
         weights: &LossWeights,
     ) -> Result<Evaluation, EngineError> {
         check_batch(x, y, self.dims)?;
-        const CHUNK: usize = 64;
         let dims = self.dims;
         let w = &self.w;
         let kernels = self.kernels;
         let chunks: Vec<(LossTerms, Activity, Vec<u8>)> = self.pool.install(|| {
-            y.par_chunks(CHUNK)
-                .zip(x.par_chunks(CHUNK * dims.m))
-                .map(|(yc, xc)| {
-                    let mut slot = Slot::new(dims.m, dims.n, dims.l, dims.t);
-                    let mut loss = LossTerms::default();
-                    let mut act = Activity::default();
-                    let mut preds = Vec::with_capacity(yc.len());
-                    for (i, &label) in yc.iter().enumerate() {
-                        let xi = &xc[i * dims.m..(i + 1) * dims.m];
-                        let pred = forward(&mut slot, xi, label, w, dims, weights, kernels);
-                        loss += slot.loss;
-                        act.add_slot(&slot);
-                        preds.push(pred);
-                    }
-                    (loss, act, preds)
-                })
+            y.par_chunks(EVAL_CHUNK)
+                .zip(x.par_chunks(EVAL_CHUNK * dims.m))
+                .map_init(
+                    || Batch::new(EVAL_CHUNK, dims),
+                    |batch, (yc, xc)| {
+                        let pass = Pass {
+                            w,
+                            dims,
+                            lw: weights,
+                            k: kernels,
+                            par: false,
+                        };
+                        pass.forward(batch, xc, yc);
+                        (
+                            batch.loss_sum(),
+                            batch.activity(dims.t),
+                            batch.preds[..yc.len()].to_vec(),
+                        )
+                    },
+                )
                 .collect()
         });
         let mut eval = Evaluation {
@@ -518,7 +540,8 @@ impl Engine {
         Ok(eval)
     }
 
-    /// Phase 1 of a step: every example's forward and backward pass, in parallel.
+    /// The forward and backward pass of a minibatch, its groups in parallel, leaving their
+    /// state in `self.groups`.
     fn forward_backward(
         &mut self,
         x: &[f32],
@@ -526,32 +549,48 @@ impl Engine {
         weights: &LossWeights,
     ) -> Result<LossTerms, EngineError> {
         check_batch(x, y, self.dims)?;
+        let (size, count) = (group_size(y.len()), group_count(y.len()));
         let dims = self.dims;
-        while self.slots.len() < y.len() {
-            self.slots.push(Slot::new(dims.m, dims.n, dims.l, dims.t));
+        if self.groups.len() < count || self.groups.iter().any(|g| g.cap < size) {
+            self.groups = (0..count).map(|_| Batch::new(size, dims)).collect();
         }
-        let w = &self.w;
-        let kernels = self.kernels;
-        let slots = &mut self.slots[..y.len()];
+        let pass = Pass {
+            w: &self.w,
+            dims,
+            lw: weights,
+            k: self.kernels,
+            par: true,
+        };
+        let groups = &mut self.groups[..count];
         self.pool.install(|| {
-            slots
+            groups
                 .par_iter_mut()
-                .zip(x.par_chunks(dims.m))
-                .zip(y.par_iter())
-                .for_each(|((slot, xi), &label)| {
-                    forward(slot, xi, label, w, dims, weights, kernels);
-                    backward(slot, label, w, dims, weights, kernels);
+                .zip(y.par_chunks(size))
+                .zip(x.par_chunks(size * dims.m))
+                .for_each(|((bt, yc), xc)| {
+                    pass.forward(bt, xc, yc);
+                    pass.backward(bt, yc);
                 });
         });
         let mut loss = LossTerms::default();
         let mut activity = Activity::default();
-        for slot in slots.iter() {
-            loss += slot.loss;
-            activity.add_slot(slot);
+        for g in &self.groups[..count] {
+            loss += g.loss_sum();
+            activity.merge(&g.activity(dims.t));
         }
         self.last_activity = activity;
         Ok(loss)
     }
+}
+
+/// Examples per group of a minibatch of `bs` (see [`GROUPS`]).
+fn group_size(bs: usize) -> usize {
+    bs.div_ceil(GROUPS).max(1)
+}
+
+/// Groups in a minibatch of `bs` examples.
+fn group_count(bs: usize) -> usize {
+    bs.div_ceil(group_size(bs))
 }
 
 fn check_batch(x: &[f32], y: &[u8], dims: Dims) -> Result<(), EngineError> {
@@ -575,7 +614,7 @@ fn check_batch(x: &[f32], y: &[u8], dims: Dims) -> Result<(), EngineError> {
 fn weights_to_params(w: &Weights, dims: Dims) -> Params<f32> {
     let Dims { m, n, l, .. } = dims;
     let mut p = Params::zeros(m, n, l);
-    transpose(&w.et, m, n, &mut p.e);
+    p.e.copy_from_slice(&w.e);
     transpose(&w.st, n, n, &mut p.s);
     p.b.copy_from_slice(&w.b);
     transpose(&w.dt, n, m, &mut p.d);
@@ -584,182 +623,246 @@ fn weights_to_params(w: &Weights, dims: Dims) -> Params<f32> {
     p
 }
 
-/// Forward pass of one example into its slot; returns the predicted class.
-fn forward(
-    s: &mut Slot,
-    x: &[f32],
-    label: u8,
-    w: &Weights,
-    dims: Dims,
-    lw: &LossWeights,
+/// A row-major view of the first `rows·cols` elements of an engine buffer.
+fn view(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef::row_major(data, rows, cols).expect(SHAPED)
+}
+
+/// A mutable row-major view of the first `rows·cols` elements of an engine buffer.
+fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
+    MatMut::row_major(data, rows, cols).expect(SHAPED)
+}
+
+/// `C ← α·A·B + β·C` with C's columns cut into blocks of [`COLS_PER_TASK`] by halving at
+/// block boundaries, the halves run as rayon tasks when `par`: the blocks, and so every
+/// element's arithmetic, depend only on the shapes.
+fn gemm_cols(
     k: &Kernels,
-) -> u8 {
-    let Dims { m, n, l, t, .. } = dims;
-    // u = E·x − b = −b + Σ_{j: x_j ≠ 0} x_j·Eᵀ_j
-    let nx = k.nonzeros(x, &mut s.x_idx, &mut s.x_val);
-    for (u, &b) in s.u.iter_mut().zip(&w.b) {
-        *u = -b;
+    par: bool,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
+    let n = c.cols();
+    if n <= COLS_PER_TASK {
+        k.gemm(alpha, a, b, beta, c);
+        return;
     }
-    let et = MatRef::row_major(&w.et, m, n).expect(SHAPED);
-    k.gather_axpy(&mut s.u, et, &s.x_idx[..nx], &s.x_val[..nx]);
-    // z^1 = relu(u); z^{t+1} = relu(u + S·z^t) with S·z^t = Σ_{j active} z^t_j·Sᵀ_j
-    let st = MatRef::row_major(&w.st, n, n).expect(SHAPED);
-    for step in 0..t {
-        if step == 0 {
-            s.acc.copy_from_slice(&s.u);
-        } else {
-            let (prev, _) = s.z_idx.split_at(step * n);
-            let cnt = s.z_cnt[step - 1];
-            let idx = &prev[(step - 1) * n..(step - 1) * n + cnt];
-            let val = &s.z_val[(step - 1) * n..(step - 1) * n + cnt];
-            s.acc.copy_from_slice(&s.u);
-            k.gather_axpy(&mut s.acc, st, idx, val);
+    let half = (n / COLS_PER_TASK).div_ceil(2) * COLS_PER_TASK;
+    let (cl, cr) = c.split_at_col(half);
+    let (bl, br) = (
+        b.block(0, 0, b.rows(), half),
+        b.block(0, half, b.rows(), n - half),
+    );
+    let left = move || gemm_cols(k, par, alpha, a, bl, beta, cl);
+    let right = move || gemm_cols(k, par, alpha, a, br, beta, cr);
+    if par {
+        rayon::join(left, right);
+    } else {
+        left();
+        right();
+    }
+}
+
+/// What a forward or backward pass reads: weights, sizes, loss weights and kernels.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    w: &'a Weights,
+    dims: Dims,
+    lw: &'a LossWeights,
+    k: &'a Kernels,
+    /// Run the column blocks of each product as parallel tasks.
+    par: bool,
+}
+
+impl Pass<'_> {
+    /// Forward pass of the minibatch `x` (bs × m) into `bt`: states, residuals, softmax
+    /// probabilities, loss terms, predictions and active counts.
+    fn forward(&self, bt: &mut Batch, x: &[f32], y: &[u8]) {
+        let Dims { m, n, l, t, .. } = self.dims;
+        let (w, k, par) = (self.w, self.k, self.par);
+        let bs = y.len();
+        bt.len = bs;
+        let sz = bs * n;
+        // U = X·Eᵀ − b
+        for row in bt.u[..sz].chunks_exact_mut(n) {
+            for (u, &b) in row.iter_mut().zip(&w.b) {
+                *u = -b;
+            }
         }
-        let range = step * n..(step + 1) * n;
-        let cnt = k.relu_active(&s.acc, &mut s.z[range.clone()], &mut s.z_idx[range.clone()]);
-        s.z_cnt[step] = cnt;
-        let (z, idx, val) = (
-            &s.z[range.clone()],
-            &s.z_idx[range.clone()],
-            &mut s.z_val[range],
+        let xm = view(x, bs, m);
+        let e_t = view(&w.e, n, m).t();
+        gemm_cols(k, par, 1.0, xm, e_t, 1.0, view_mut(&mut bt.u, bs, n));
+        // Z_1 = relu(U); Z_{t+1} = relu(U + Z_t·Sᵀ)
+        let st = view(&w.st, n, n);
+        for s in 0..t {
+            let (done, rest) = bt.z.split_at_mut(s * sz);
+            let src = if s == 0 {
+                &bt.u[..sz]
+            } else {
+                bt.a[..sz].copy_from_slice(&bt.u[..sz]);
+                let prev = view(&done[(s - 1) * sz..], bs, n);
+                gemm_cols(k, par, 1.0, prev, st, 1.0, view_mut(&mut bt.a, bs, n));
+                &bt.a[..sz]
+            };
+            let counts = &mut bt.counts[s * bs..(s + 1) * bs];
+            for ((a_row, z_row), count) in src
+                .chunks_exact(n)
+                .zip(rest[..sz].chunks_exact_mut(n))
+                .zip(counts)
+            {
+                *count = k.relu_active(a_row, z_row, &mut bt.idx);
+            }
+        }
+        // R = Z_T·Dᵀ − X
+        let z_last = &bt.z[(t - 1) * sz..t * sz];
+        for (r, &xv) in bt.r[..bs * m].iter_mut().zip(x) {
+            *r = -xv;
+        }
+        let dt = view(&w.dt, n, m);
+        gemm_cols(
+            k,
+            par,
+            1.0,
+            view(z_last, bs, n),
+            dt,
+            1.0,
+            view_mut(&mut bt.r, bs, m),
         );
-        for (v, &i) in val[..cnt].iter_mut().zip(&idx[..cnt]) {
-            *v = z[i as usize];
+        // Per example: loss terms, ẑ = z^T / sqrt(‖z^T‖² + ε), logits = C·ẑ + c, softmax.
+        for (b, &label) in y.iter().enumerate() {
+            let z = &z_last[b * n..(b + 1) * n];
+            let r = &bt.r[b * m..(b + 1) * m];
+            let rec = 0.5 * f64::from(k.dot(r, r));
+            let l1: f64 = z.iter().map(|&v| f64::from(v)).sum();
+            let norm = (k.dot(z, z) + NORM_EPS).sqrt();
+            bt.norm[b] = norm;
+            let z_hat = &mut bt.z_hat[b * n..(b + 1) * n];
+            for (h, &v) in z_hat.iter_mut().zip(z) {
+                *h = v / norm;
+            }
+            let logits = &mut bt.d_logits[b * l..(b + 1) * l];
+            for (class, logit) in logits.iter_mut().enumerate() {
+                let bias = if self.dims.classifier_bias {
+                    w.c_bias[class]
+                } else {
+                    0.0
+                };
+                *logit = bias + k.dot(&w.c[class * n..(class + 1) * n], z_hat);
+            }
+            // softmax and cross-entropy, with the maximum subtracted for stability
+            let mut pred = 0usize;
+            for class in 1..l {
+                if logits[class] > logits[pred] {
+                    pred = class;
+                }
+            }
+            let max = logits[pred];
+            let mut sum = 0.0f32;
+            for v in logits.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for v in logits.iter_mut() {
+                *v /= sum;
+            }
+            let ce = -f64::from(logits[label as usize].max(f32::MIN_POSITIVE)).ln();
+            bt.loss[b] = LossTerms {
+                rec: self.lw.w_rec * rec,
+                sparsity: self.lw.lambda * l1,
+                cls: self.lw.w_cls * ce,
+                errors: usize::from(pred != label as usize),
+            };
+            bt.preds[b] = pred as u8;
         }
     }
-    let last = (t - 1) * n;
-    let cnt = s.z_cnt[t - 1];
-    let (z_idx, z_val) = (&s.z_idx[last..last + cnt], &s.z_val[last..last + cnt]);
-    // r = x̂ − x = D·z^T − x
-    for (r, &xv) in s.r.iter_mut().zip(x) {
-        *r = -xv;
-    }
-    k.gather_axpy(
-        &mut s.r,
-        MatRef::row_major(&w.dt, n, m).expect(SHAPED),
-        z_idx,
-        z_val,
-    );
-    let rec = 0.5 * f64::from(k.dot(&s.r, &s.r));
-    let l1: f64 = z_val.iter().map(|&v| f64::from(v)).sum();
-    // ẑ = z^T / sqrt(‖z^T‖² + ε); logits = C·ẑ + c
-    let norm = (z_val.iter().map(|&v| v * v).sum::<f32>() + NORM_EPS).sqrt();
-    for (h, &v) in s.z_hat[..cnt].iter_mut().zip(z_val) {
-        *h = v / norm;
-    }
-    let logits = &mut s.d_logits;
-    for (class, logit) in logits.iter_mut().enumerate() {
-        let row = &w.c[class * n..(class + 1) * n];
-        let mut acc = if dims.classifier_bias {
-            w.c_bias[class]
-        } else {
-            0.0
-        };
-        for (&i, &h) in z_idx.iter().zip(&s.z_hat[..cnt]) {
-            acc += row[i as usize] * h;
-        }
-        *logit = acc;
-    }
-    // softmax and cross-entropy, with the maximum subtracted for stability
-    let mut pred = 0usize;
-    for class in 1..l {
-        if logits[class] > logits[pred] {
-            pred = class;
-        }
-    }
-    let max = logits[pred];
-    let mut sum = 0.0f32;
-    for v in logits.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in logits.iter_mut() {
-        *v /= sum;
-    }
-    let ce = -f64::from(logits[label as usize].max(f32::MIN_POSITIVE)).ln();
-    s.loss = LossTerms {
-        rec: lw.w_rec * rec,
-        sparsity: lw.lambda * l1,
-        cls: lw.w_cls * ce,
-        errors: usize::from(pred != label as usize),
-    };
-    pred as u8
-}
 
-/// Backward pass (analytic BPTT, as in the reference) of the example whose forward pass is
-/// in the slot. Leaves `d_a^t`, `d_u` and `∂L/∂logits` in the slot.
-fn backward(s: &mut Slot, label: u8, w: &Weights, dims: Dims, lw: &LossWeights, k: &Kernels) {
-    let Dims { m, n, t, .. } = dims;
-    let last = (t - 1) * n;
-    let cnt = s.z_cnt[t - 1];
-    // ∂L/∂logits = w_cls·(p − onehot(y))
-    let w_cls = lw.w_cls as f32;
-    for (class, g) in s.d_logits.iter_mut().enumerate() {
-        let target = if class == label as usize { 1.0 } else { 0.0 };
-        *g = w_cls * (*g - target);
-    }
-    // d_z^T_i = w_rec·(Dᵀ_i·r) + λ + [(I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits]_i, for active i only:
-    // inactive units have d_a^T = 0 whatever d_z^T is.
-    let z_idx = &s.z_idx[last..last + cnt];
-    let dots = &mut s.dots[..cnt];
-    k.gather_dots(
-        dots,
-        MatRef::row_major(&w.dt, n, m).expect(SHAPED),
-        z_idx,
-        &s.r,
-    );
-    let (w_rec, lambda) = (lw.w_rec as f32, lw.lambda as f32);
-    for d in dots.iter_mut() {
-        *d = w_rec * *d + lambda;
-    }
-    if w_cls != 0.0 {
-        let z_val = &s.z_val[last..last + cnt];
-        let norm = (z_val.iter().map(|&v| v * v).sum::<f32>() + NORM_EPS).sqrt();
-        // d_ẑ_i = Σ_k C_ki·∂L/∂logit_k, reusing `acc` as scratch for the packed d_ẑ
-        let dzh = &mut s.acc[..cnt];
-        for (a, &i) in dzh.iter_mut().zip(z_idx) {
-            *a = s
-                .d_logits
-                .iter()
-                .enumerate()
-                .map(|(class, &g)| w.c[class * n + i as usize] * g)
-                .sum();
+    /// Backward pass (analytic BPTT, as in the reference) of the minibatch whose forward
+    /// pass is in `bt`: leaves `DA_t`, `DU` and `∂L/∂logits`.
+    fn backward(&self, bt: &mut Batch, y: &[u8]) {
+        let Dims { m, n, l, t, .. } = self.dims;
+        let (w, k, par) = (self.w, self.k, self.par);
+        let bs = y.len();
+        let sz = bs * n;
+        let (w_rec, lambda, w_cls) = (
+            self.lw.w_rec as f32,
+            self.lw.lambda as f32,
+            self.lw.w_cls as f32,
+        );
+        // ∂L/∂logits = w_cls·(p − onehot(y))
+        for (b, &label) in y.iter().enumerate() {
+            for (class, g) in bt.d_logits[b * l..(b + 1) * l].iter_mut().enumerate() {
+                let target = if class == label as usize { 1.0 } else { 0.0 };
+                *g = w_cls * (*g - target);
+            }
         }
-        let proj: f32 = dzh.iter().zip(&s.z_hat[..cnt]).map(|(a, h)| a * h).sum();
-        for ((d, &a), &h) in dots.iter_mut().zip(dzh.iter()).zip(&s.z_hat[..cnt]) {
-            *d += (a - h * proj) / norm;
+        // d_z^T = w_rec·D·r + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits, masked by z^T > 0
+        let last = (t - 1) * sz;
+        let dt_t = view(&w.dt, n, m).t();
+        gemm_cols(
+            k,
+            par,
+            w_rec,
+            view(&bt.r, bs, m),
+            dt_t,
+            0.0,
+            view_mut(&mut bt.da[last..], bs, n),
+        );
+        for b in 0..bs {
+            let rows = b * n..(b + 1) * n;
+            let da = &mut bt.da[last + b * n..last + (b + 1) * n];
+            let z = &bt.z[last + b * n..last + (b + 1) * n];
+            let z_hat = &bt.z_hat[rows.clone()];
+            if w_cls != 0.0 {
+                let dzh = &mut bt.dzh;
+                dzh.fill(0.0);
+                for (class, &g) in bt.d_logits[b * l..(b + 1) * l].iter().enumerate() {
+                    k.axpy(dzh, g, &w.c[class * n..(class + 1) * n]);
+                }
+                let proj = k.dot(dzh, z_hat);
+                let inv = 1.0 / bt.norm[b];
+                for ((d, &g), &h) in da.iter_mut().zip(dzh.iter()).zip(z_hat) {
+                    *d += (g - h * proj) * inv;
+                }
+            }
+            for ((d, &zv), du) in da.iter_mut().zip(z).zip(&mut bt.du[rows]) {
+                *d = if zv > 0.0 { *d + lambda } else { 0.0 };
+                *du = *d;
+            }
         }
-    }
-    // d_a^T = d_z^T ⊙ 1[a^T > 0]; d_u accumulates every d_a^t
-    s.du.fill(0.0);
-    let da_t = &mut s.da[last..last + n];
-    da_t.fill(0.0);
-    for (&i, &d) in z_idx.iter().zip(dots.iter()) {
-        da_t[i as usize] = d;
-        s.du[i as usize] = d;
-    }
-    // for t = T−1 … 1: d_z^t = Sᵀ·d_a^{t+1} (needed on the active set of z^t only),
-    // d_a^t = d_z^t ⊙ 1[a^t > 0]
-    let st = MatRef::row_major(&w.st, n, n).expect(SHAPED);
-    for step in (0..t - 1).rev() {
-        let cnt = s.z_cnt[step];
-        let (lower, upper) = s.da.split_at_mut((step + 1) * n);
-        let next = &upper[..n];
-        let idx = &s.z_idx[step * n..step * n + cnt];
-        let dots = &mut s.dots[..cnt];
-        k.gather_dots(dots, st, idx, next);
-        let cur = &mut lower[step * n..];
-        cur.fill(0.0);
-        for (&j, &d) in idx.iter().zip(dots.iter()) {
-            cur[j as usize] = d;
-            s.du[j as usize] += d;
+        // d_z^t = DA_{t+1}·S (rows of Sᵀ dotted with the adjoint), d_a^t = d_z^t ⊙ 1[z^t > 0]
+        let st_t = view(&w.st, n, n).t();
+        for s in (0..t - 1).rev() {
+            let (lower, upper) = bt.da.split_at_mut((s + 1) * sz);
+            gemm_cols(
+                k,
+                par,
+                1.0,
+                view(upper, bs, n),
+                st_t,
+                0.0,
+                view_mut(&mut lower[s * sz..], bs, n),
+            );
+            let cur = &mut lower[s * sz..(s + 1) * sz];
+            let z = &bt.z[s * sz..(s + 1) * sz];
+            for ((d, &zv), du) in cur.iter_mut().zip(z).zip(&mut bt.du[..sz]) {
+                if zv > 0.0 {
+                    *du += *d;
+                } else {
+                    *d = 0.0;
+                }
+            }
         }
     }
 }
 
-/// Phase 2 of a step: the per-example results of a minibatch, applied row by row.
+/// The update of a step: the state of the minibatch's groups, applied to a target.
 struct UpdateCtx<'a> {
-    slots: &'a [Slot],
+    groups: &'a [Batch],
+    /// The whole minibatch's inputs; group g holds the `len` examples after those of groups
+    /// before it.
     x: &'a [f32],
     dims: Dims,
     w_rec: f32,
@@ -768,162 +871,126 @@ struct UpdateCtx<'a> {
 }
 
 impl UpdateCtx<'_> {
+    /// Each group with its inputs, in order.
+    fn with_inputs(&self) -> impl Iterator<Item = (&Batch, &[f32])> {
+        let m = self.dims.m;
+        self.groups.iter().scan(0, move |start, g| {
+            let x = &self.x[*start * m..(*start + g.len) * m];
+            *start += g.len;
+            Some((g, x))
+        })
+    }
+
     /// Adds `scale × gradient` of the minibatch to `target`, then projects when `bounds` is
-    /// given. Each row sums its contributions in the order (example, step), whatever thread
-    /// runs it.
+    /// given. Weight rows are updated in fixed blocks, each by one task that adds the groups'
+    /// products in order and then projects its rows.
     fn accumulate(
         &self,
         target: &mut Weights,
         scales: Scales,
         bounds: Option<Bounds>,
         d_dirty: &mut [bool],
-        e_norm_parts: &mut [f32],
-        e_scale: &mut [f32],
     ) {
         let Dims { m, n, l, t, .. } = self.dims;
         let k = self.kernels;
-        let slots = self.slots;
-        let x = self.x;
-        let w_rec = self.w_rec;
         let Weights {
-            et,
+            e,
             st,
             b,
             dt,
             c,
             c_bias,
         } = target;
-        rayon::scope(|scope| {
-            // ∂L/∂S = Σ_t d_a^{t+1}·(z^t)ᵀ, so row j of Sᵀ gains Σ_{b,t} z^t_bj·d_a^{t+1}_b.
-            scope.spawn(|_| {
-                st.par_chunks_mut(ROWS_PER_TASK * n)
-                    .enumerate()
-                    .for_each(|(task, rows)| {
-                        for (r, row) in rows.chunks_mut(n).enumerate() {
-                            let j = task * ROWS_PER_TASK + r;
-                            for slot in slots {
-                                for step in 0..t - 1 {
-                                    let zj = slot.z[step * n + j];
-                                    if zj != 0.0 {
-                                        let next = &slot.da[(step + 1) * n..(step + 2) * n];
-                                        k.axpy(row, scales.s * zj, next);
-                                    }
-                                }
-                            }
-                        }
-                    });
-            });
-            // ∂L/∂E = d_u·xᵀ, so row j of Eᵀ gains Σ_b x_bj·d_u_b; with a projection due,
-            // each task also sums the squares of its rows per column (E-row norms).
-            scope.spawn(|_| {
-                let project = bounds.is_some();
-                et.par_chunks_mut(ROWS_PER_TASK * n)
-                    .zip(e_norm_parts.par_chunks_mut(n))
-                    .enumerate()
-                    .for_each(|(task, (rows, part))| {
-                        part.fill(0.0);
-                        for (r, row) in rows.chunks_mut(n).enumerate() {
-                            let j = task * ROWS_PER_TASK + r;
-                            for (bi, slot) in slots.iter().enumerate() {
-                                let xj = x[bi * m + j];
-                                if xj != 0.0 {
-                                    k.axpy(row, scales.e * xj, &slot.du);
-                                }
-                            }
-                            if project {
-                                for (p, &v) in part.iter_mut().zip(row.iter()) {
-                                    *p += v * v;
-                                }
-                            }
-                        }
-                    });
-            });
-            // ∂L/∂D = w_rec·r·(z^T)ᵀ, so row i of Dᵀ gains w_rec·Σ_b z^T_bi·r_b; then the
-            // column bound, on the rows changed since their last projection.
-            scope.spawn(|_| {
-                dt.par_chunks_mut(ROWS_PER_TASK * m)
-                    .zip(d_dirty.par_chunks_mut(ROWS_PER_TASK))
-                    .enumerate()
-                    .for_each(|(task, (rows, dirty))| {
-                        for (r, row) in rows.chunks_mut(m).enumerate() {
-                            let i = task * ROWS_PER_TASK + r;
-                            for slot in slots {
-                                let zi = slot.z[(t - 1) * n + i];
-                                if zi != 0.0 {
-                                    k.axpy(row, scales.d * w_rec * zi, &slot.r);
-                                    dirty[r] = true;
-                                }
-                            }
-                            if let Some(bounds) = bounds
-                                && dirty[r]
-                            {
-                                clip_norm(k, row, bounds.d_col);
-                                dirty[r] = false;
-                            }
-                        }
-                    });
-            });
-            // ∂L/∂b = −d_u.
-            for slot in slots {
-                for (bv, &d) in b.iter_mut().zip(&slot.du) {
-                    *bv -= scales.b * d;
-                }
-            }
-            // ∂L/∂C = (∂L/∂logits)·ẑᵀ, ∂L/∂c = ∂L/∂logits (both zero without a classifier
-            // loss; the bias only when it is switched on).
-            if self.classify {
-                let last = (t - 1) * n;
-                for slot in slots {
-                    let cnt = slot.z_cnt[t - 1];
-                    let idx = &slot.z_idx[last..last + cnt];
-                    for class in 0..l {
-                        let g = scales.c * slot.d_logits[class];
-                        let row = &mut c[class * n..(class + 1) * n];
-                        for (&i, &h) in idx.iter().zip(&slot.z_hat[..cnt]) {
-                            row[i as usize] += g * h;
-                        }
+        // ∂L/∂Sᵀ = Σ_t Z_tᵀ·DA_{t+1}: per group, one product over the stacked steps.
+        let update_s = || {
+            st.par_chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .for_each(|(task, rows)| {
+                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / n);
+                    for g in self.groups {
+                        let depth = (t - 1) * g.len;
+                        let z_steps = view(&g.z, depth, n).t().block(r0, 0, h, depth);
+                        let da_steps = view(&g.da[g.len * n..], depth, n);
+                        k.gemm(scales.s, z_steps, da_steps, 1.0, view_mut(rows, h, n));
                     }
-                    if self.dims.classifier_bias {
-                        for (cb, &g) in c_bias.iter_mut().zip(&slot.d_logits) {
-                            *cb += scales.c_bias * g;
-                        }
+                });
+        };
+        // ∂L/∂E = DUᵀ·X, then the E-row bound.
+        let update_e = || {
+            e.par_chunks_mut(ROWS_PER_TASK * m)
+                .enumerate()
+                .for_each(|(task, rows)| {
+                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
+                    for (g, x) in self.with_inputs() {
+                        let du_t = view(&g.du, g.len, n).t().block(r0, 0, h, g.len);
+                        let xm = view(x, g.len, m);
+                        k.gemm(scales.e, du_t, xm, 1.0, view_mut(rows, h, m));
                     }
-                }
-            }
-            if let Some(bounds) = bounds {
-                for row in c.chunks_mut(n) {
-                    clip_norm(k, row, bounds.c_row);
-                }
-            }
-        });
-        // Rows of E are columns of Eᵀ: reduce the per-task squared norms in task order,
-        // then scale the columns that exceed the bound.
-        if let Some(bounds) = bounds {
-            e_scale.fill(0.0);
-            for part in e_norm_parts.chunks(n) {
-                for (acc, &p) in e_scale.iter_mut().zip(part) {
-                    *acc += p;
-                }
-            }
-            let mut any = false;
-            for s in e_scale.iter_mut() {
-                let norm = s.sqrt();
-                *s = if norm > bounds.e_row {
-                    any = true;
-                    bounds.e_row / norm
-                } else {
-                    1.0
-                };
-            }
-            if any {
-                let e_scale = &*e_scale;
-                et.par_chunks_mut(ROWS_PER_TASK * n).for_each(|rows| {
-                    for row in rows.chunks_mut(n) {
-                        for (v, &s) in row.iter_mut().zip(e_scale) {
-                            *v *= s;
+                    if let Some(bounds) = bounds {
+                        for row in rows.chunks_exact_mut(m) {
+                            clip_norm(k, row, bounds.e_row);
                         }
                     }
                 });
+        };
+        // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on the rows changed since their last
+        // projection: those of units active in this minibatch, or earlier ones not yet
+        // projected.
+        let alpha_d = scales.d * self.w_rec;
+        let update_d = || {
+            dt.par_chunks_mut(ROWS_PER_TASK * m)
+                .zip(d_dirty.par_chunks_mut(ROWS_PER_TASK))
+                .enumerate()
+                .for_each(|(task, (rows, dirty))| {
+                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
+                    for g in self.groups {
+                        let z_last = &g.z[(t - 1) * g.len * n..t * g.len * n];
+                        let zt_t = view(z_last, g.len, n).t().block(r0, 0, h, g.len);
+                        let rm = view(&g.r, g.len, m);
+                        k.gemm(alpha_d, zt_t, rm, 1.0, view_mut(rows, h, m));
+                        for (r, flag) in dirty.iter_mut().enumerate() {
+                            *flag |=
+                                alpha_d != 0.0 && z_last.chunks_exact(n).any(|z| z[r0 + r] != 0.0);
+                        }
+                    }
+                    if let Some(bounds) = bounds {
+                        for (row, flag) in rows.chunks_exact_mut(m).zip(dirty.iter_mut()) {
+                            if *flag {
+                                clip_norm(k, row, bounds.d_col);
+                                *flag = false;
+                            }
+                        }
+                    }
+                });
+        };
+        rayon::join(update_s, || rayon::join(update_e, update_d));
+        // ∂L/∂b = −Σ_b DU_b; ∂L/∂C = Σ_b (∂L/∂logits)_b·ẑ_bᵀ, ∂L/∂c = Σ_b (∂L/∂logits)_b
+        // (both zero without a classifier loss; the bias only when it is switched on).
+        for g in self.groups {
+            for du in g.du[..g.len * n].chunks_exact(n) {
+                for (bv, &d) in b.iter_mut().zip(du) {
+                    *bv -= scales.b * d;
+                }
+            }
+            if !self.classify {
+                continue;
+            }
+            for bi in 0..g.len {
+                let dl = &g.d_logits[bi * l..(bi + 1) * l];
+                let z_hat = &g.z_hat[bi * n..(bi + 1) * n];
+                for (class, row) in c.chunks_exact_mut(n).enumerate() {
+                    k.axpy(row, scales.c * dl[class], z_hat);
+                }
+                if self.dims.classifier_bias {
+                    for (cb, &gv) in c_bias.iter_mut().zip(dl) {
+                        *cb += scales.c_bias * gv;
+                    }
+                }
+            }
+        }
+        if let Some(bounds) = bounds {
+            for row in c.chunks_exact_mut(n) {
+                clip_norm(k, row, bounds.c_row);
             }
         }
     }
@@ -933,9 +1000,6 @@ impl UpdateCtx<'_> {
 fn clip_norm(k: &Kernels, row: &mut [f32], bound: f32) {
     let norm = k.dot(row, row).sqrt();
     if norm > bound {
-        let s = bound / norm;
-        for v in row.iter_mut() {
-            *v *= s;
-        }
+        k.scale(row, bound / norm);
     }
 }

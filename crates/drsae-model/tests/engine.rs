@@ -116,6 +116,20 @@ fn engine_gradients_match_reference_at_full_size_at_initialisation() {
     check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
 }
 
+/// Minibatches that split into unequal groups (7 = 4 + 3), a single example, and one larger
+/// than the engine was built for: the same gradients as the reference.
+#[test]
+fn engine_gradients_match_reference_for_uneven_and_growing_batch_sizes() {
+    let ds = fixture();
+    let cfg = full_size_config();
+    let params = initialize_seeded(&cfg, &ds.train.images);
+    let mut engine = Engine::new(&params, &cfg, 2).unwrap();
+    for bs in [7, 1, 13] {
+        let (x, y) = first_batch(&ds, bs, 2, 1);
+        check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
+    }
+}
+
 #[test]
 fn engine_gradients_match_reference_at_full_size_after_training() {
     let ds = fixture();
