@@ -30,7 +30,8 @@ pub struct BenchArgs {
     /// Rectifications T (ignored with --checkpoint).
     #[arg(long, default_value_t = 11)]
     pub n_steps: usize,
-    /// Minibatch size.
+    /// Minibatch size; the learning rate is scaled by (configured minibatch / this) so that the
+    /// per-example step stays that of the configuration.
     #[arg(long, default_value_t = 10)]
     pub batch_size: usize,
     /// Worker threads.
@@ -92,14 +93,18 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
             (p, config, "init".to_string(), 0)
         }
     };
-    config.batch_size = args.batch_size;
+    // The loss is summed over the minibatch, so a step grows with its size: keep the
+    // per-example step of the configuration's minibatch, or large minibatches diverge and the
+    // benchmark times a network with every unit on.
+    let bs = args.batch_size.max(1);
+    config.learning_rate *= config.batch_size as f64 / bs as f64;
+    config.batch_size = bs;
     let phase = match args.phase {
         PhaseArg::Pretrain => Phase::Pretrain,
         PhaseArg::Finetune => Phase::Finetune,
     };
     let mut engine = Engine::new(&params, &config, args.threads)?;
     let n = data.train.len();
-    let bs = args.batch_size.max(1);
     let mut batches = EpochBatches::new(n, bs, config.seed, 0);
     let mut buf = BatchBuf::new(bs, data.train.dim);
     let mut k = k0;
@@ -139,7 +144,8 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
         per_step.iter().sum::<f64>() / (per_step.len().max(1) as f64 * config.n_hidden as f64);
     println!(
         "n {} T {} batch {} threads {} from {source} ({}): median {:.0} examples/s \
-         (min {:.0}, max {:.0}), dense-equivalent {:.1} GFLOP/s, mean active fraction {:.3}, kernel {}",
+         (min {:.0}, max {:.0}), dense-equivalent {:.1} GFLOP/s, mean active fraction {:.3}, \
+         learning rate {:.2e}, kernel {}",
         config.n_hidden,
         config.n_steps,
         bs,
@@ -150,6 +156,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
         rates[rates.len() - 1],
         median * flops / 1e9,
         active_fraction,
+        config.learning_rate,
         engine.kernel_name()
     );
     let new = !args.csv.exists();
@@ -169,10 +176,10 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
         })?;
     let mut text = String::new();
     if new {
-        text.push_str("git_rev,kernel,n_hidden,n_steps,batch_size,threads,source,phase,examples_per_s_median,examples_per_s_min,examples_per_s_max,dense_gflops,active_fraction\n");
+        text.push_str("git_rev,kernel,n_hidden,n_steps,batch_size,threads,source,phase,examples_per_s_median,examples_per_s_min,examples_per_s_max,dense_gflops,active_fraction,learning_rate\n");
     }
     text.push_str(&format!(
-        "{},{},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.2},{:.4}\n",
+        "{},{},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.2},{:.4},{:e}\n",
         crate::git_rev(),
         engine.kernel_name(),
         config.n_hidden,
@@ -185,7 +192,8 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
         rates[0],
         rates[rates.len() - 1],
         median * flops / 1e9,
-        active_fraction
+        active_fraction,
+        config.learning_rate
     ));
     f.write_all(text.as_bytes())
         .map_err(|source| TrainError::Io {
