@@ -21,7 +21,12 @@ commands (each prints what it runs; `drsae` is built with --release first):
                             results/kernels.csv)
   sweep SPEC.toml [...]     run a sweep                          (drsae sweep; see --help)
   report SPEC.toml [...]    aggregate a sweep                    (drsae report)
-  figures [...]             analysis figures                     (drsae figures)
+  figures [--checkpoint F] [--pretrained F] [...]
+                            analysis figures of a fine-tuned checkpoint (default: the
+                            newest results/quick/runs/*/checkpoint-best.safetensors) and
+                            of its pretrained start (default: pretrained.safetensors
+                            beside it) into results/figures/{final,pretrained}
+                            (drsae analyze; other flags, e.g. --data-dir D, go to both)
   ci                        what CI runs                         (bash .ci/run)
 ";
 
@@ -66,7 +71,7 @@ fn main() -> ExitCode {
         }
         "sweep" => drsae(&root, "sweep", rest),
         "report" => drsae(&root, "report", rest),
-        "figures" => drsae(&root, "figures", rest),
+        "figures" => figures(&root, rest),
         "ci" => {
             let mut c = Command::new("bash");
             c.arg(".ci/run").args(rest).current_dir(&root);
@@ -114,6 +119,122 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// Builds `drsae` in release mode, then runs `drsae <sub> <args>` in the repository root.
 fn drsae(root: &Path, sub: &str, args: Vec<OsString>) -> Result<u8, String> {
+    let (code, bin) = build_drsae(root)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    let mut c = Command::new(bin);
+    c.arg(sub).args(args).current_dir(root);
+    exec(c)
+}
+
+/// Where `cargo xtask figures` looks for checkpoints when none is named.
+const FIGURES_RUNS: &str = "results/quick/runs";
+
+/// `cargo xtask figures`: `drsae analyze` of a fine-tuned checkpoint into
+/// results/figures/final/, then of the pretrained-only checkpoint into
+/// results/figures/pretrained/, so that the two can be compared.
+fn figures(root: &Path, args: Vec<OsString>) -> Result<u8, String> {
+    let mut checkpoint = None;
+    let mut pretrained = None;
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let slot = match text.split_once('=').map_or(text.as_str(), |(flag, _)| flag) {
+            "--checkpoint" => &mut checkpoint,
+            "--pretrained" => &mut pretrained,
+            "--out" => {
+                return Err(
+                    "figures writes into results/figures/final and results/figures/pretrained; \
+                     run `drsae analyze --out DIR` for another folder"
+                        .into(),
+                );
+            }
+            _ => {
+                rest.push(arg);
+                continue;
+            }
+        };
+        let value = match text.split_once('=') {
+            Some((_, v)) => OsString::from(v),
+            None => it
+                .next()
+                .ok_or_else(|| format!("{text} needs a file name"))?,
+        };
+        *slot = Some(PathBuf::from(value));
+    }
+    let runs = root.join(FIGURES_RUNS);
+    let checkpoint = match checkpoint {
+        Some(p) => p,
+        None => newest(&runs, "checkpoint-best.safetensors").ok_or_else(|| {
+            format!(
+                "no {FIGURES_RUNS}/*/checkpoint-best.safetensors found; pass --checkpoint FILE \
+                 (a fine-tuned checkpoint-best.safetensors) and --pretrained FILE (the \
+                 pretrained.safetensors of the same run)"
+            )
+        })?,
+    };
+    let pretrained = match pretrained {
+        Some(p) => p,
+        None => {
+            let beside = root
+                .join(&checkpoint)
+                .with_file_name("pretrained.safetensors");
+            if beside.is_file() {
+                beside
+            } else {
+                newest(&runs, "pretrained.safetensors").ok_or_else(|| {
+                    format!(
+                        "no pretrained.safetensors beside {} or in {FIGURES_RUNS}/*/; pass \
+                         --pretrained FILE (the checkpoint saved at the end of phase 1)",
+                        checkpoint.display()
+                    )
+                })?
+            }
+        }
+    };
+    // Commands run in the repository root: name files relative to it where possible, so that
+    // the summaries written into results/ do not depend on where the checkout lives.
+    let relative = |p: PathBuf| p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p);
+    let (checkpoint, pretrained) = (relative(checkpoint), relative(pretrained));
+    let (code, bin) = build_drsae(root)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    let analyze = |ckpt: &Path, out: &str| {
+        let mut c = Command::new(&bin);
+        c.arg("analyze")
+            .arg("--checkpoint")
+            .arg(ckpt)
+            .args(["--out", out])
+            .args(&rest)
+            .current_dir(root);
+        c
+    };
+    let code = run(analyze(&checkpoint, "results/figures/final"))?;
+    if code != 0 {
+        return Ok(code);
+    }
+    exec(analyze(&pretrained, "results/figures/pretrained"))
+}
+
+/// The most recently modified `<dir>/*/<name>`, if any.
+fn newest(dir: &Path, name: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join(name))
+        .filter_map(|path| {
+            let modified = path.metadata().ok()?.modified().ok()?;
+            Some((modified, path))
+        })
+        .max()
+        .map(|(_, path)| path)
+}
+
+/// Builds `drsae` in release mode: the build's exit code and the binary's path.
+fn build_drsae(root: &Path) -> Result<(u8, PathBuf), String> {
     let mut build = cargo(root);
     build.args([
         "build",
@@ -124,15 +245,10 @@ fn drsae(root: &Path, sub: &str, args: Vec<OsString>) -> Result<u8, String> {
         "drsae",
     ]);
     let code = run(build)?;
-    if code != 0 {
-        return Ok(code);
-    }
     let bin = target_dir(root)
         .join("release")
         .join(format!("drsae{}", std::env::consts::EXE_SUFFIX));
-    let mut c = Command::new(bin);
-    c.arg(sub).args(args).current_dir(root);
-    exec(c)
+    Ok((code, bin))
 }
 
 fn show(c: &Command) -> String {

@@ -30,8 +30,8 @@ pub struct BenchArgs {
     /// Rectifications T (ignored with --checkpoint).
     #[arg(long, default_value_t = 11)]
     pub n_steps: usize,
-    /// Minibatch size; the learning rate is scaled by (configured minibatch / this) so that the
-    /// per-example step stays that of the configuration.
+    /// Minibatch size; above the configured one the learning rate is scaled down by
+    /// (configured / this) so that one update keeps its size.
     #[arg(long, default_value_t = 10)]
     pub batch_size: usize,
     /// Worker threads.
@@ -93,11 +93,12 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
             (p, config, "init".to_string(), 0)
         }
     };
-    // The loss is summed over the minibatch, so a step grows with its size: keep the
-    // per-example step of the configuration's minibatch, or large minibatches diverge and the
-    // benchmark times a network with every unit on.
+    // The loss is summed over the minibatch, so one update of B examples moves B/B₀ times as
+    // far as one of the configured minibatch B₀. Above B₀ the learning rate is scaled by B₀/B
+    // so that updates keep their size (unscaled, minibatch 128 drives every unit on and the
+    // benchmark times a diverged network); below B₀ it is kept, i.e. the same step per example.
     let bs = args.batch_size.max(1);
-    config.learning_rate *= config.batch_size as f64 / bs as f64;
+    config.learning_rate *= (config.batch_size as f64 / bs as f64).min(1.0);
     config.batch_size = bs;
     let phase = match args.phase {
         PhaseArg::Pretrain => Phase::Pretrain,

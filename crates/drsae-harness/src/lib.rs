@@ -1,6 +1,8 @@
 //! The drsae experiment harness: data summaries, training runs, evaluation, benchmarks,
-//! sweeps and reports. It orchestrates the model crate and implements no model math.
+//! sweeps, reports and the analysis of trained networks. It orchestrates the model crate and
+//! implements no model math.
 
+pub mod analyze;
 pub mod bench;
 pub mod cli_data;
 pub mod eval;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use drsae_harness::analyze::{self, AnalyzeArgs};
 use drsae_harness::bench::{self, BenchArgs};
 use drsae_harness::cli_data::{self, DataArgs};
 use drsae_harness::eval::{self, EvalArgs};
@@ -33,6 +34,8 @@ enum Command {
     Eval(EvalArgs),
     /// Training throughput (examples/s) on real MNIST.
     Bench(BenchArgs),
+    /// Part-units and categorical units of a checkpoint: units.csv, figures, summary.md.
+    Analyze(AnalyzeArgs),
     /// Run every run of a sweep specification (experiments/*.toml).
     Sweep(drsae_harness::sweep::SweepArgs),
     /// Append one run's row to its sweep's summary (used by `sweep --emit` commands).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Report(args) => drsae_harness::sweep::run_report(&args).map_err(Into::into),
         Command::Eval(args) => eval::run_eval(&args).map(|_| ()).map_err(Into::into),
         Command::Bench(args) => bench::run_bench(&args).map_err(Into::into),
+        Command::Analyze(args) => analyze::run_analyze(&args).map_err(Into::into),
         Command::FetchData { dir } => {
             let dir = drsae_data::locate::resolve_data_dir(dir.as_deref(), &cli_data::repo_root());
             drsae_data::fetch::fetch_mnist(&dir).map_err(Into::into)

@@ -14,7 +14,7 @@ pub mod files;
 pub mod ident;
 pub mod lock;
 pub mod outcome;
-mod plot;
+pub(crate) mod plot;
 pub mod random;
 pub mod report;
 pub mod runner;

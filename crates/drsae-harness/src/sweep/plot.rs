@@ -43,7 +43,7 @@ pub struct Curve {
 }
 
 /// Tableau 10: distinguishable colours, also for most colour-blind readers.
-const COLORS: [RGBColor; 10] = [
+pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -58,7 +58,8 @@ const COLORS: [RGBColor; 10] = [
 
 const SIZE: (u32, u32) = (960, 640);
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as "sans-serif" (once per process), for every plot.
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is a valid TTF; if registration failed anyway, text would be
