@@ -22,13 +22,35 @@ commands (each prints what it runs; `drsae` is built with --release first):
   sweep SPEC.toml [...]     run a sweep                          (drsae sweep; see --help)
   report SPEC.toml [...]    aggregate a sweep                    (drsae report)
   figures [--checkpoint F] [--pretrained F] [...]
-                            analysis figures of a fine-tuned checkpoint (default: the
+                            analysis figures of a fine-tuned checkpoint (default:
+                            results/quick-train/checkpoint-best.safetensors, else the
                             newest results/quick/runs/*/checkpoint-best.safetensors) and
                             of its pretrained start (default: pretrained.safetensors
                             beside it) into results/figures/{final,pretrained}
                             (drsae analyze; other flags, e.g. --data-dir D, go to both)
   ci                        what CI runs                         (bash .ci/run)
 ";
+
+/// The commit the working tree is at, with `-dirty` when it has uncommitted changes, so
+/// that result rows say which code measured them.
+fn git_rev(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(rev) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(changes) if changes.is_empty() => rev,
+        _ => format!("{rev}-dirty"),
+    }
+}
 
 /// Where the committed test fixture lives, relative to the repository root.
 const FIXTURE_DIR: &str = "crates/drsae-data/tests/fixtures/mnist-mini";
@@ -66,7 +88,8 @@ fn main() -> ExitCode {
                 "kernel_table",
                 "--",
             ])
-            .args(out);
+            .args(out)
+            .env("GIT_REV", git_rev(&root));
             exec(c)
         }
         "sweep" => drsae(&root, "sweep", rest),
@@ -128,7 +151,11 @@ fn drsae(root: &Path, sub: &str, args: Vec<OsString>) -> Result<u8, String> {
     exec(c)
 }
 
-/// Where `cargo xtask figures` looks for checkpoints when none is named.
+/// The run the README's main command writes, which `cargo xtask figures` analyses when no
+/// checkpoint is named.
+const MAIN_RUN: &str = "results/quick-train";
+
+/// Where `cargo xtask figures` looks next: the newest run of the quick sweep.
 const FIGURES_RUNS: &str = "results/quick/runs";
 
 /// `cargo xtask figures`: `drsae analyze` of a fine-tuned checkpoint into
@@ -167,9 +194,12 @@ fn figures(root: &Path, args: Vec<OsString>) -> Result<u8, String> {
     let runs = root.join(FIGURES_RUNS);
     let checkpoint = match checkpoint {
         Some(p) => p,
-        None => newest(&runs, "checkpoint-best.safetensors").ok_or_else(|| {
+        None => Some(root.join(MAIN_RUN).join("checkpoint-best.safetensors"))
+            .filter(|p| p.is_file())
+            .or_else(|| newest(&runs, "checkpoint-best.safetensors"))
+            .ok_or_else(|| {
             format!(
-                "no {FIGURES_RUNS}/*/checkpoint-best.safetensors found; pass --checkpoint FILE \
+                "no {MAIN_RUN}/checkpoint-best.safetensors or {FIGURES_RUNS}/*/checkpoint-best.safetensors found; pass --checkpoint FILE \
                  (a fine-tuned checkpoint-best.safetensors) and --pretrained FILE (the \
                  pretrained.safetensors of the same run)"
             )
