@@ -238,6 +238,18 @@ struct Scales {
     c_bias: f32,
 }
 
+impl Scales {
+    /// The gradient itself.
+    const ONES: Scales = Scales {
+        e: 1.0,
+        s: 1.0,
+        b: 1.0,
+        d: 1.0,
+        c: 1.0,
+        c_bias: 1.0,
+    };
+}
+
 /// Norm bounds of spec §5, applied after an update when the projection interval says so.
 #[derive(Clone, Copy, Debug)]
 struct Bounds {
@@ -463,7 +475,6 @@ impl Engine {
         k: u64,
     ) -> Result<LossTerms, EngineError> {
         let weights = self.config.loss_weights(phase);
-        let loss = self.forward_backward(x, y, &weights)?;
         let lr = self.config.learning_rate_at(k);
         let cfg = &self.config;
         let scales = Scales {
@@ -479,31 +490,7 @@ impl Engine {
             d_col: cfg.d_col_bound as f32,
             c_row: cfg.c_row_bound as f32,
         });
-        let ctx = UpdateCtx {
-            groups: &self.groups[..group_count(y.len())],
-            stacked: &self.stacked,
-            x,
-            dims: self.dims,
-            w_rec: weights.w_rec as f32,
-            classify: weights.w_cls != 0.0,
-            kernels: self.kernels,
-        };
-        let (w, d_dirty, s) = (&mut self.w, &mut self.d_dirty, &mut self.s);
-        let n = self.dims.n;
-        self.pool.install(|| {
-            ctx.accumulate(w, scales, bounds, d_dirty);
-            s.par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .for_each(|(task, rows)| {
-                    for (r, row) in rows.chunks_exact_mut(n).enumerate() {
-                        let i = task * ROWS_PER_TASK + r;
-                        for (v, st_row) in row.iter_mut().zip(w.st.chunks_exact(n)) {
-                            *v = st_row[i];
-                        }
-                    }
-                });
-        });
-        Ok(loss)
+        self.step(x, y, &weights, Target::Weights(scales, bounds))
     }
 
     /// The minibatch's summed loss terms and gradient at the current parameters, in the
@@ -514,33 +501,13 @@ impl Engine {
         y: &[u8],
         weights: &LossWeights,
     ) -> Result<(LossTerms, Grads<f32>), EngineError> {
-        let loss = self.forward_backward(x, y, weights)?;
         let Dims { m, n, l, .. } = self.dims;
-        let mut grad = self.grad.take().unwrap_or_else(|| Weights::zeros(m, n, l));
-        grad.fill_zero();
-        let ones = Scales {
-            e: 1.0,
-            s: 1.0,
-            b: 1.0,
-            d: 1.0,
-            c: 1.0,
-            c_bias: 1.0,
-        };
-        let mut unused_dirty = vec![false; n];
-        let ctx = UpdateCtx {
-            groups: &self.groups[..group_count(y.len())],
-            stacked: &self.stacked,
-            x,
-            dims: self.dims,
-            w_rec: weights.w_rec as f32,
-            classify: weights.w_cls != 0.0,
-            kernels: self.kernels,
-        };
-        self.pool
-            .install(|| ctx.accumulate(&mut grad, ones, None, &mut unused_dirty));
-        let out = weights_to_params(&grad, self.dims);
-        self.grad = Some(grad);
-        Ok((loss, out))
+        if self.grad.is_none() {
+            self.grad = Some(Weights::zeros(m, n, l));
+        }
+        let loss = self.step(x, y, weights, Target::Gradient)?;
+        let grad = self.grad.as_ref().expect("allocated above");
+        Ok((loss, weights_to_params(grad, self.dims)))
     }
 
     /// Forward pass over a whole split (`x`: examples × n_input) in fixed chunks run in
@@ -591,13 +558,14 @@ impl Engine {
         Ok(eval)
     }
 
-    /// The forward and backward pass of a minibatch, its groups in parallel, leaving their
-    /// state in `self.groups`.
-    fn forward_backward(
+    /// The forward and backward pass of a minibatch (its groups in parallel), then its
+    /// gradient added to `target`, all in one hand-off to the thread pool.
+    fn step(
         &mut self,
         x: &[f32],
         y: &[u8],
         weights: &LossWeights,
+        target: Target,
     ) -> Result<LossTerms, EngineError> {
         check_batch(x, y, self.dims)?;
         let (size, count) = (group_size(y.len()), group_count(y.len()));
@@ -605,16 +573,29 @@ impl Engine {
         if self.groups.len() < count || self.groups.iter().any(|g| g.cap < size) {
             self.groups = (0..count).map(|_| Batch::new(size, dims)).collect();
         }
-        let pass = Pass {
-            w: &self.w,
-            s: &self.s,
-            dims,
-            lw: weights,
-            k: self.kernels,
-            par: true,
-        };
-        let groups = &mut self.groups[..count];
-        self.pool.install(|| {
+        let Self {
+            w,
+            s,
+            grad,
+            groups,
+            stacked,
+            d_dirty,
+            pool,
+            kernels,
+            ..
+        } = self;
+        let (groups, kernels) = (&mut groups[..count], *kernels);
+        pool.install(|| {
+            let pass = Pass {
+                w,
+                s,
+                dims,
+                lw: weights,
+                k: kernels,
+                // Split a product's columns over threads only when there is a single group
+                // (minibatch 1): with two, each thread keeps its group's products to itself.
+                par: count == 1,
+            };
             groups
                 .par_iter_mut()
                 .zip(y.par_chunks(size))
@@ -623,8 +604,31 @@ impl Engine {
                     pass.forward(bt, xc, yc);
                     pass.backward(bt, yc);
                 });
+            stacked.gather(groups, dims);
+            let ctx = UpdateCtx {
+                groups,
+                stacked,
+                x,
+                dims,
+                w_rec: weights.w_rec as f32,
+                classify: weights.w_cls != 0.0,
+                kernels,
+            };
+            match target {
+                Target::Weights(scales, bounds) => {
+                    ctx.accumulate(w, scales, bounds, d_dirty);
+                    mirror(&w.st, s, dims.n);
+                }
+                Target::Gradient => {
+                    let g = grad
+                        .as_mut()
+                        .expect("the gradient buffer is allocated first");
+                    g.fill_zero();
+                    let mut unused_dirty = vec![false; dims.n];
+                    ctx.accumulate(g, Scales::ONES, None, &mut unused_dirty);
+                }
+            }
         });
-        self.stacked.gather(&self.groups[..count], dims);
         let mut loss = LossTerms::default();
         let mut activity = Activity::default();
         for g in &self.groups[..count] {
@@ -634,6 +638,30 @@ impl Engine {
         self.last_activity = activity;
         Ok(loss)
     }
+}
+
+/// Where [`Engine::step`] adds the minibatch's gradient.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// The engine's weights, as an SGD step with these scales, then projected if bounds
+    /// are given.
+    Weights(Scales, Option<Bounds>),
+    /// The gradient buffer, zeroed first (for checking against the reference).
+    Gradient,
+}
+
+/// `s ← stᵀ` (n×n), in fixed row blocks.
+fn mirror(st: &[f32], s: &mut [f32], n: usize) {
+    s.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+                let i = task * ROWS_PER_TASK + r;
+                for (v, st_row) in row.iter_mut().zip(st.chunks_exact(n)) {
+                    *v = st_row[i];
+                }
+            }
+        });
 }
 
 /// Examples per group of a minibatch of `bs` (see [`GROUPS`]).

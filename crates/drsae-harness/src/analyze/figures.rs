@@ -16,7 +16,7 @@ use plotters::prelude::*;
 
 use super::units::{self, Kind};
 use super::{Analysis, AnalyzeError};
-use crate::sweep::plot::{COLORS, register_font};
+use crate::sweep::plot::{COLORS, draw_legend, register_font};
 
 /// One figure: its file name, what it shows, its size in pixels and how it is drawn.
 pub struct Figure {
@@ -240,9 +240,76 @@ fn tick(v: &f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A chart with numeric x and y axes, drawn on an [`Area`].
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Pixel sizes of a chart's frame and text.
+#[derive(Clone, Copy)]
+struct Frame {
+    caption: u32,
+    margin: u32,
+    x_label_area: u32,
+    y_label_area: u32,
+    /// Tick labels and the legend.
+    labels: u32,
+    axis_desc: u32,
+}
+
+/// A chart that fills its figure.
+const LARGE: Frame = Frame {
+    caption: 24,
+    margin: 20,
+    x_label_area: 50,
+    y_label_area: 60,
+    labels: 16,
+    axis_desc: 18,
+};
+
+/// The scatters against the angle: smaller, so that two fit side by side in one figure.
+const COMPACT: Frame = Frame {
+    caption: 22,
+    margin: 15,
+    x_label_area: 45,
+    y_label_area: 65,
+    labels: 15,
+    axis_desc: 17,
+};
+
+/// Builds a captioned chart on `area` and draws its mesh, so that every chart has the same
+/// frame layout and [`tick`] labels.
+fn chart<'a, 'b>(
+    area: &'a Area<'b>,
+    frame: Frame,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", frame.caption))
+        .margin(frame.margin)
+        .x_label_area_size(frame.x_label_area)
+        .y_label_area_size(frame.y_label_area)
+        .build_cartesian_2d(x, y)
+        .plot()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(("sans-serif", frame.labels))
+        .axis_desc_style(("sans-serif", frame.axis_desc))
+        .draw()
+        .plot()?;
+    Ok(chart)
+}
+
 /// Draws a vertical dashed line at each threshold over `y`.
-fn threshold_lines<'a>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+fn threshold_lines(
+    chart: &mut Chart<'_, '_>,
     a: &Analysis,
     y: std::ops::Range<f64>,
 ) -> Result<(), String> {
@@ -273,23 +340,15 @@ fn scatter_vs_angle(
         (l.min(v), h.max(v))
     });
     let y_range = y_range.unwrap_or_else(|| padded(lo, hi));
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d(0.0..angle_axis(a), y_range.clone())
-        .plot()?;
-    chart
-        .configure_mesh()
-        .x_desc("angle between E_i and D_i (rad)")
-        .y_desc(y_desc)
-        .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .plot()?;
+    let mut chart = chart(
+        area,
+        COMPACT,
+        caption,
+        0.0..angle_axis(a),
+        y_range.clone(),
+        "angle between E_i and D_i (rad)",
+        y_desc,
+    )?;
     threshold_lines(&mut chart, a, y_range)?;
     for kind in Kind::ALL {
         let pts: Vec<(f64, f64)> = points
@@ -310,14 +369,7 @@ fn scatter_vs_angle(
             .label(format!("{} ({})", kind.as_str(), pts.len()))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .plot()
+    draw_legend(&mut chart, COMPACT.labels, SeriesLabelPosition::UpperLeft).plot()
 }
 
 fn angle_histogram(root: &Area, a: &Analysis) -> Result<(), String> {
@@ -329,26 +381,15 @@ fn angle_histogram(root: &Area, a: &Analysis) -> Result<(), String> {
         counts[((g.angle / WIDTH) as usize).min(n_bins - 1)] += 1;
     }
     let y_max = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
-    let mut chart = ChartBuilder::on(root)
-        .caption(
-            format!("Angle between E_i and D_i ({} units)", a.geometry.len()),
-            ("sans-serif", 24),
-        )
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n_bins as f64 * WIDTH, 0.0..y_max)
-        .plot()?;
-    chart
-        .configure_mesh()
-        .x_desc("angle (rad)")
-        .y_desc("units")
-        .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
-        .draw()
-        .plot()?;
+    let mut chart = chart(
+        root,
+        LARGE,
+        &format!("Angle between E_i and D_i ({} units)", a.geometry.len()),
+        0.0..n_bins as f64 * WIDTH,
+        0.0..y_max,
+        "angle (rad)",
+        "units",
+    )?;
     let counts_by_kind = super::summary::kind_counts(&a.geometry);
     for (kind, total) in Kind::ALL.into_iter().zip(counts_by_kind) {
         let color = kind_color(kind);
@@ -375,14 +416,7 @@ fn angle_histogram(root: &Area, a: &Analysis) -> Result<(), String> {
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
     threshold_lines(&mut chart, a, 0.0..y_max)?;
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .plot()
+    draw_legend(&mut chart, LARGE.labels, SeriesLabelPosition::UpperRight).plot()
 }
 
 fn decoders_size(a: &Analysis) -> Result<(u32, u32), String> {
@@ -502,26 +536,20 @@ fn v_plot(root: &Area, a: &Analysis) -> Result<(), String> {
     let (lo, hi) = means.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
         (l.min(v), h.max(v))
     });
-    let mut chart = ChartBuilder::on(root)
-        .caption(
-            "Mean S_ij against decoder alignment (receiver i ← sender j)",
-            ("sans-serif", 24),
-        )
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-1.0..1.0, padded(lo, hi))
-        .plot()?;
-    chart
-        .configure_mesh()
-        .x_desc("cos(D_i, D_j)")
-        .y_desc("mean S_ij")
-        .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
-        .draw()
-        .plot()?;
+    // Wider y labels: the means are signed, with up to three decimals.
+    let frame = Frame {
+        y_label_area: 70,
+        ..LARGE
+    };
+    let mut chart = chart(
+        root,
+        frame,
+        "Mean S_ij against decoder alignment (receiver i ← sender j)",
+        -1.0..1.0,
+        padded(lo, hi),
+        "cos(D_i, D_j)",
+        "mean S_ij",
+    )?;
     let alpha = a.alpha;
     chart
         .draw_series(DashedLineSeries::new(
@@ -558,14 +586,7 @@ fn v_plot(root: &Area, a: &Analysis) -> Result<(), String> {
             ))
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .plot()
+    draw_legend(&mut chart, frame.labels, SeriesLabelPosition::UpperLeft).plot()
 }
 
 /// Geometry of the per-step decoder figure: tile scale, tile side in pixels, left margin.

@@ -72,6 +72,22 @@ pub(crate) fn register_font() {
     });
 }
 
+/// Draws the legend of the series labelled so far in the one style every plot shares (the
+/// sweep's and `drsae analyze`'s figures): white, slightly see-through, with a black border.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+    position: SeriesLabelPosition,
+) -> DrawResult<(), DB> {
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+}
+
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> SweepError {
     SweepError::Plot {
         path: path.to_path_buf(),
@@ -239,13 +255,7 @@ pub fn error_vs_field(
         }
     }
     if series.iter().any(|s| !s.name.is_empty()) {
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
+        draw_legend(&mut chart, 16, SeriesLabelPosition::UpperRight)
             .map_err(|e| plot_err(path, e))?;
     }
     root.present().map_err(|e| plot_err(path, e))?;
@@ -319,14 +329,7 @@ pub fn valid_curves(path: &Path, stem: &str, curves: &[Curve]) -> Result<(), Swe
             });
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
+    draw_legend(&mut chart, 16, SeriesLabelPosition::UpperRight).map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
 }
