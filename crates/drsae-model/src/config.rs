@@ -102,6 +102,12 @@ pub struct Config {
     pub w_cls_phase2: f64,
     /// Whether the classifier has a bias c (the authors' code: yes; the paper: no).
     pub classifier_bias: bool,
+    /// Whether phase 2 trains E, S, b and D as well as the classifier, as the paper does.
+    /// `false` trains only C and c in phase 2, on the frozen pretrained code: the
+    /// linear-classifier baseline. Left out of the TOML when true, so that configs (and
+    /// sweep run ids, which hash them) written before the field existed are unchanged.
+    #[serde(skip_serializing_if = "is_true")]
+    pub train_encoder_phase2: bool,
     /// α = alpha_scale / n_steps: the ISTA step of the initialisation.
     pub alpha_scale: f64,
     /// Weight of the random training image added to each initial decoder column.
@@ -156,6 +162,7 @@ impl Default for Config {
             w_cls_phase1: 0.0,
             w_cls_phase2: 1.0,
             classifier_bias: true,
+            train_encoder_phase2: true,
             alpha_scale: 1.25,
             template_weight: 0.25,
             b_init: 1e-5,
@@ -259,6 +266,16 @@ impl Config {
             .unwrap_or(1.0 / self.n_steps.saturating_sub(1).max(1) as f64)
     }
 
+    /// Factor on the learning rate of E, S, b and D in a phase: 0 in phase 2 when the
+    /// encoder is frozen (`train_encoder_phase2 = false`), else 1.
+    pub fn encoder_rate_factor(&self, phase: Phase) -> f64 {
+        if phase == Phase::Finetune && !self.train_encoder_phase2 {
+            0.0
+        } else {
+            1.0
+        }
+    }
+
     /// The classification weight of a phase.
     pub fn w_cls(&self, phase: Phase) -> f64 {
         match phase {
@@ -351,4 +368,9 @@ impl Config {
     pub fn to_toml_string(&self) -> Result<String, ConfigError> {
         Ok(toml::to_string(self)?)
     }
+}
+
+/// For `skip_serializing_if`: a flag at its default of true.
+fn is_true(v: &bool) -> bool {
+    *v
 }

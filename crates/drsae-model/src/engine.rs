@@ -477,11 +477,12 @@ impl Engine {
         let weights = self.config.loss_weights(phase);
         let lr = self.config.learning_rate_at(k);
         let cfg = &self.config;
+        let enc = lr * cfg.encoder_rate_factor(phase);
         let scales = Scales {
-            e: (-lr * cfg.mult_e()) as f32,
-            s: (-lr * cfg.mult_s()) as f32,
-            b: (-lr * cfg.mult_b()) as f32,
-            d: (-lr * cfg.mult_d) as f32,
+            e: (-enc * cfg.mult_e()) as f32,
+            s: (-enc * cfg.mult_s()) as f32,
+            b: (-enc * cfg.mult_b()) as f32,
+            d: (-enc * cfg.mult_d) as f32,
             c: (-lr * cfg.mult_c) as f32,
             c_bias: (-lr * cfg.mult_c_bias) as f32,
         };
@@ -716,7 +717,8 @@ fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
 
 /// `C ← α·A·B + β·C` with C's columns cut into blocks of [`COLS_PER_TASK`] by halving at
 /// block boundaries, the halves run as rayon tasks when `par`: the blocks, and so every
-/// element's arithmetic, depend only on the shapes.
+/// element's arithmetic, depend only on the shapes (unlike [`Kernels::gemm_par`], whose
+/// blocks follow the thread count).
 fn gemm_cols(
     k: &Kernels,
     par: bool,

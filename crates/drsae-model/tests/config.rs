@@ -63,12 +63,27 @@ fn toml_round_trip_preserves_every_field() {
         mult_s: Some(1.0 / 3.0),
         lambda: 0.1 + 0.2, // not representable in few digits
         classifier_bias: false,
+        train_encoder_phase2: false,
         projection_interval: 5,
         seed: i64::MAX as u64,
         ..Config::default()
     };
     let text = custom.to_toml_string().expect("serialise");
     assert_eq!(Config::from_toml_str(&text).expect("parse"), custom);
+}
+
+/// `train_encoder_phase2` is written only when it departs from the paper, so the TOML (and
+/// with it every sweep run id) of a config that does not use it is what it was before.
+#[test]
+fn encoder_flag_is_written_only_when_false() {
+    let text = Config::default().to_toml_string().expect("serialise");
+    assert!(!text.contains("train_encoder_phase2"), "{text}");
+    let frozen = Config {
+        train_encoder_phase2: false,
+        ..Config::default()
+    };
+    let text = frozen.to_toml_string().expect("serialise");
+    assert!(text.contains("train_encoder_phase2 = false"), "{text}");
 }
 
 #[test]

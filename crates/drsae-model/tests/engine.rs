@@ -116,6 +116,33 @@ fn engine_gradients_match_reference_at_full_size_at_initialisation() {
     check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
 }
 
+/// With `train_encoder_phase2 = false` a phase-2 step changes the classifier and nothing
+/// else, and phase 1 still trains the encoder.
+#[test]
+fn frozen_encoder_phase_two_updates_only_the_classifier() {
+    let ds = fixture();
+    let cfg = Config {
+        train_encoder_phase2: false,
+        ..full_size_config()
+    };
+    let params = initialize_seeded(&cfg, &ds.train.images);
+    let mut engine = Engine::new(&params, &cfg, 2).unwrap();
+    let (x, y) = first_batch(&ds, 10, 1, 0);
+    engine.train_step(&x, &y, Phase::Finetune, 0).unwrap();
+    let after = engine.params();
+    for (name, a, b) in [
+        ("e", &after.e, &params.e),
+        ("s", &after.s, &params.s),
+        ("b", &after.b, &params.b),
+        ("d", &after.d, &params.d),
+    ] {
+        assert!(a == b, "{name} changed in a frozen-encoder phase-2 step");
+    }
+    assert!(after.c != params.c, "the classifier did not learn");
+    engine.train_step(&x, &y, Phase::Pretrain, 1).unwrap();
+    assert!(engine.params().e != params.e, "phase 1 must still train E");
+}
+
 /// Minibatches that split into unequal groups (7 = 4 + 3), a single example, and one larger
 /// than the engine was built for: the same gradients as the reference.
 #[test]
