@@ -22,9 +22,10 @@ commands (each prints what it runs; `drsae` is built with --release first):
   sweep SPEC.toml [...]     run a sweep                          (drsae sweep; see --help)
   report SPEC.toml [...]    aggregate a sweep                    (drsae report)
   figures [--checkpoint F] [--pretrained F] [...]
-                            analysis figures of a fine-tuned checkpoint (default:
-                            results/quick-train/checkpoint-best.safetensors, else the
-                            newest results/quick/runs/*/checkpoint-best.safetensors) and
+                            analysis figures of a fine-tuned checkpoint (default: the
+                            checkpoint-best.safetensors of results/paper-train/n400-T11-seed1,
+                            else of results/quick-train, else the newest of
+                            results/quick/runs/*) and
                             of its pretrained start (default: pretrained.safetensors
                             beside it) into results/figures/{final,pretrained}
                             (drsae analyze; other flags, e.g. --data-dir D, go to both)
@@ -151,9 +152,9 @@ fn drsae(root: &Path, sub: &str, args: Vec<OsString>) -> Result<u8, String> {
     exec(c)
 }
 
-/// The run the README's main command writes, which `cargo xtask figures` analyses when no
-/// checkpoint is named.
-const MAIN_RUN: &str = "results/quick-train";
+/// Runs whose best checkpoint `cargo xtask figures` analyses when none is named, first found
+/// first: the paper-schedule run, then the README's main (quick) run.
+const MAIN_RUNS: [&str; 2] = ["results/paper-train/n400-T11-seed1", "results/quick-train"];
 
 /// Where `cargo xtask figures` looks next: the newest run of the quick sweep.
 const FIGURES_RUNS: &str = "results/quick/runs";
@@ -194,14 +195,17 @@ fn figures(root: &Path, args: Vec<OsString>) -> Result<u8, String> {
     let runs = root.join(FIGURES_RUNS);
     let checkpoint = match checkpoint {
         Some(p) => p,
-        None => Some(root.join(MAIN_RUN).join("checkpoint-best.safetensors"))
-            .filter(|p| p.is_file())
+        None => MAIN_RUNS
+            .iter()
+            .map(|run| root.join(run).join("checkpoint-best.safetensors"))
+            .find(|p| p.is_file())
             .or_else(|| newest(&runs, "checkpoint-best.safetensors"))
             .ok_or_else(|| {
             format!(
-                "no {MAIN_RUN}/checkpoint-best.safetensors or {FIGURES_RUNS}/*/checkpoint-best.safetensors found; pass --checkpoint FILE \
+                "no checkpoint-best.safetensors in {} or {FIGURES_RUNS}/*/checkpoint-best.safetensors found; pass --checkpoint FILE \
                  (a fine-tuned checkpoint-best.safetensors) and --pretrained FILE (the \
-                 pretrained.safetensors of the same run)"
+                 pretrained.safetensors of the same run)",
+                MAIN_RUNS.join(", ")
             )
         })?,
     };
