@@ -187,15 +187,16 @@ impl Batch {
         sum
     }
 
-    /// Activity of the current pass's examples.
-    fn activity(&self, steps: usize) -> Activity {
+    /// Adds the activity of the current pass's examples to `into`, in place (no allocation
+    /// once `into` has its `steps` entries).
+    fn add_activity(&self, steps: usize, into: &mut Activity) {
         let bs = self.len;
-        Activity {
-            examples: bs,
-            active_per_step: (0..steps)
-                .map(|s| self.counts[s * bs..(s + 1) * bs].iter().sum::<usize>() as u64)
-                .collect(),
+        into.active_per_step
+            .resize(into.active_per_step.len().max(steps), 0);
+        for (s, acc) in into.active_per_step[..steps].iter_mut().enumerate() {
+            *acc += self.counts[s * bs..(s + 1) * bs].iter().sum::<usize>() as u64;
         }
+        into.examples += bs;
     }
 }
 
@@ -540,7 +541,11 @@ impl Engine {
                         pass.forward(batch, xc, yc);
                         (
                             batch.loss_sum(),
-                            batch.activity(dims.t),
+                            {
+                                let mut a = Activity::default();
+                                batch.add_activity(dims.t, &mut a);
+                                a
+                            },
                             batch.preds[..yc.len()].to_vec(),
                         )
                     },
@@ -631,12 +636,12 @@ impl Engine {
             }
         });
         let mut loss = LossTerms::default();
-        let mut activity = Activity::default();
+        self.last_activity.examples = 0;
+        self.last_activity.active_per_step.fill(0);
         for g in &self.groups[..count] {
             loss += g.loss_sum();
-            activity.merge(&g.activity(dims.t));
+            g.add_activity(dims.t, &mut self.last_activity);
         }
-        self.last_activity = activity;
         Ok(loss)
     }
 }
