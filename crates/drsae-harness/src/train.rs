@@ -46,6 +46,12 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Start phase 2 from this end-of-phase-1 checkpoint (another run's
+    /// `pretrained.safetensors`) instead of pretraining; its configuration must agree on every
+    /// field phase 1 reads. The result is bit-identical to pretraining here. Ignored when
+    /// `--resume` finds a checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
     /// Dataset location and options.
     #[command(flatten)]
     pub data: DataArgs,
@@ -66,8 +72,12 @@ pub struct RunResult {
     pub test_error_at_best: Option<f64>,
     /// Epochs completed, both phases.
     pub epochs_run: u64,
-    /// Wall time of this process's training, seconds (summed over resumptions).
+    /// Wall time of this process's training, seconds (summed over resumptions, and
+    /// including the pretraining of a `--pretrained` checkpoint).
     pub wall_s: f64,
+    /// Wall time when the best validation error was measured.
+    #[serde(default)]
+    pub wall_s_at_best: Option<f64>,
     /// Mean training throughput, examples per second.
     pub examples_per_s: f64,
     /// Kernel set used.
@@ -183,7 +193,12 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
         )));
     }
     let threads = args.threads.unwrap_or_else(crate::default_threads);
-    let (params, state) = match resumed {
+    let shared = match (&resumed, &args.pretrained) {
+        (None, Some(file)) => Some(load_pretrained(file, &config, &args.out)?),
+        _ => None,
+    };
+    let start_from_shared = shared.is_some();
+    let (params, state) = match resumed.or(shared) {
         Some(ckpt) => (ckpt.params, ckpt.state),
         None => {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
@@ -197,6 +212,7 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
                 best_epoch: None,
                 best_test_error: None,
                 wall_s: 0.0,
+                best_wall_s: None,
             };
             (params, state)
         }
@@ -213,8 +229,52 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
         examples_trained: 0,
         train_seconds: 0.0,
     };
+    if start_from_shared {
+        // The run's own copy, under its own configuration, so that it is complete by itself
+        // (for `drsae analyze`, or as the pretrained checkpoint of a later run).
+        run.save(files::PRETRAINED)?;
+    }
     run.truncate_metrics()?;
     run.execute()
+}
+
+/// Loads an end-of-phase-1 checkpoint for `--pretrained` after checking that it is one and
+/// that its phase 1 is this config's. Copies its run's phase-1 metrics rows into `out`, so
+/// the new run's metrics cover both phases.
+fn load_pretrained(file: &Path, config: &Config, out: &Path) -> Result<Checkpoint, TrainError> {
+    let ckpt = checkpoint::load(file)?;
+    let reject = |why: &str| {
+        Err(TrainError::Config(format!(
+            "--pretrained {}: {why}",
+            file.display()
+        )))
+    };
+    if config.epochs_phase1 == 0 {
+        return reject("this config has no phase 1 (epochs_phase1 = 0) to skip");
+    }
+    if ckpt.state.phase != Phase::Pretrain || ckpt.state.epoch != config.epochs_phase1 as u64 {
+        return reject(&format!(
+            "is not the end of a {}-epoch phase 1 ({} epoch {})",
+            config.epochs_phase1, ckpt.state.phase, ckpt.state.epoch
+        ));
+    }
+    if !config.same_phase1(&ckpt.config) {
+        return reject("was pretrained with a different phase-1 configuration");
+    }
+    let metrics = file.with_file_name(files::METRICS);
+    if let Ok(text) = fs::read_to_string(&metrics) {
+        let rows: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("pretrain,"))
+            .collect();
+        if text.lines().next() == Some(METRICS_HEADER) && rows.len() == config.epochs_phase1 {
+            let copy = format!("{METRICS_HEADER}\n{}\n", rows.join("\n"));
+            let dest = out.join(files::METRICS);
+            write_atomic(&dest, copy.as_bytes()).map_err(io_err(&dest))?;
+        }
+    }
+    Ok(ckpt)
 }
 
 struct Run {
@@ -271,6 +331,7 @@ impl Run {
     fn execute(&mut self) -> Result<u8, TrainError> {
         let start = Instant::now();
         let prior_wall = self.state.wall_s;
+        let mut ending = "completed the schedule".to_string();
         loop {
             let (phase, total) = match self.state.phase {
                 Phase::Pretrain => (Phase::Pretrain, self.config.epochs_phase1 as u64),
@@ -282,6 +343,16 @@ impl Run {
                     self.state.epoch = 0;
                     continue;
                 }
+                break;
+            }
+            if let (Phase::Finetune, Some(patience), Some(best)) =
+                (phase, self.config.patience, self.state.best_epoch)
+                && self.state.epoch >= best + patience as u64
+            {
+                ending = format!(
+                    "stopped early: no better validation error in the {patience} epochs after \
+                     phase-2 epoch {best}"
+                );
                 break;
             }
             let end = self.train_epoch(phase, start, prior_wall)?;
@@ -306,7 +377,7 @@ impl Run {
             }
         }
         self.progress.finish();
-        self.finish("finished", "completed the schedule", start, prior_wall)?;
+        self.finish("finished", &ending, start, prior_wall)?;
         Ok(0)
     }
 
@@ -378,6 +449,7 @@ impl Run {
                 self.state.best_valid_error = Some(v.error_rate());
                 self.state.best_epoch = Some(epoch);
                 self.state.best_test_error = Some(t.error_rate());
+                self.state.best_wall_s = Some(prior_wall + start.elapsed().as_secs_f64());
                 self.save(files::BEST)?;
             }
         }
@@ -468,6 +540,7 @@ impl Run {
             test_error_at_best: self.state.best_test_error,
             epochs_run: self.epochs_run(),
             wall_s: prior_wall + start.elapsed().as_secs_f64(),
+            wall_s_at_best: self.state.best_wall_s,
             examples_per_s: if self.train_seconds > 0.0 {
                 self.examples_trained as f64 / self.train_seconds
             } else {

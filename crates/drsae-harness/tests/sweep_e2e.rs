@@ -263,3 +263,71 @@ fn emitted_command_list_produces_the_same_summary_as_a_local_sweep() {
     assert_eq!(numbers(&a), numbers(&b));
     assert!(b.values().all(|r| r["git_rev"] == "e2e-test"));
 }
+
+/// Two variants with the same phase 1: run one at a time, the second starts phase 2 from the
+/// first's pretrained checkpoint, and ends exactly where a run that pretrains itself ends.
+#[test]
+fn runs_with_the_same_phase1_share_it_without_changing_their_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("share.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            "[sweep]\n[sweep.data_args]\ndata_dir = {:?}\nallow_modified_data = true\n\
+             n_valid = 200\n[base]\nn_hidden = 32\nn_steps = 3\nepochs_phase1 = 2\n\
+             epochs_phase2 = 2\nvalid_interval = 1\nseed = 4\n\
+             [[configs]]\nname = \"full\"\n\
+             [[configs]]\nname = \"linear\"\ntrain_encoder_phase2 = false\n\
+             [[configs]]\nname = \"other_phase1\"\nlambda = 0.05\n",
+            fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    let spec = Spec::load(&spec_path, &DataOverrides::default()).unwrap();
+    let results = dir.path().join("results");
+    run_ok(
+        drsae()
+            .arg("sweep")
+            .arg(&spec_path)
+            .args(["--jobs", "1", "--results-dir"])
+            .arg(&results),
+    );
+    let run_dir = |i: usize| results.join("share/runs").join(&spec.runs[i].id);
+    let log = |i: usize| std::fs::read_to_string(run_dir(i).join("log.txt")).unwrap();
+    let donor = run_dir(0).join("pretrained.safetensors");
+    assert!(!log(0).contains("--pretrained"), "{}", log(0));
+    assert!(
+        log(1).contains(&format!("--pretrained {}", donor.display())),
+        "{}",
+        log(1)
+    );
+    assert!(!log(2).contains("--pretrained"), "{}", log(2));
+
+    // The same config trained from scratch outside the sweep.
+    let alone = dir.path().join("alone");
+    run_ok(
+        drsae()
+            .args([
+                "train",
+                "--threads",
+                "1",
+                "--allow-modified-data",
+                "--n-valid",
+                "200",
+            ])
+            .arg("--data-dir")
+            .arg(fixture())
+            .arg("--config")
+            .arg(run_dir(1).join("config.toml"))
+            .arg("--out")
+            .arg(&alone),
+    );
+    let last = |d: &Path| {
+        drsae_model::checkpoint::load(&d.join("checkpoint-last.safetensors"))
+            .unwrap()
+            .params
+    };
+    assert_eq!(last(&run_dir(1)), last(&alone));
+    let rows = summary(&results, "share");
+    assert_eq!(rows[&spec.runs[1].id]["epochs_run"], "4");
+}

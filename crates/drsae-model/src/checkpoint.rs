@@ -42,6 +42,10 @@ pub struct TrainState {
     /// Wall time spent training so far, seconds, over every resumption.
     #[serde(default)]
     pub wall_s: f64,
+    /// Wall time when the best validation error was measured: the cost of the result,
+    /// apart from the epochs that early stopping spends confirming it.
+    #[serde(default)]
+    pub best_wall_s: Option<f64>,
 }
 
 /// Everything a checkpoint file holds.

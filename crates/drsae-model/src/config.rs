@@ -146,6 +146,10 @@ pub struct Config {
     pub epochs_phase2: usize,
     /// Measure validation error every this many epochs.
     pub valid_interval: usize,
+    /// Early stopping: end phase 2 once this many epochs have passed since the best
+    /// validation error without a better one. `None` runs every epoch of phase 2; either way
+    /// the best-on-validation checkpoint is the result.
+    pub patience: Option<usize>,
     /// Seed of every random choice (initialisation, shuffling).
     pub seed: u64,
 }
@@ -182,6 +186,7 @@ impl Default for Config {
             epochs_phase1: 100,
             epochs_phase2: 1000,
             valid_interval: 2,
+            patience: None,
             seed: 0,
         }
     }
@@ -276,6 +281,21 @@ impl Config {
         }
     }
 
+    /// Whether phase 1 of a run with `other` computes exactly what phase 1 with `self` does,
+    /// so that both can start phase 2 from one pretrained checkpoint: they may differ only
+    /// in fields that phase 2 alone reads.
+    pub fn same_phase1(&self, other: &Config) -> bool {
+        let phase1_only = |c: &Config| Config {
+            w_cls_phase2: 0.0,
+            train_encoder_phase2: true,
+            epochs_phase2: 0,
+            valid_interval: 1,
+            patience: None,
+            ..c.clone()
+        };
+        phase1_only(self) == phase1_only(other)
+    }
+
     /// The classification weight of a phase.
     pub fn w_cls(&self, phase: Phase) -> f64 {
         match phase {
@@ -346,6 +366,17 @@ impl Config {
         check_at_least_one("projection_interval", self.projection_interval)?;
         check_at_least_one("batch_size", self.batch_size)?;
         check_at_least_one("valid_interval", self.valid_interval)?;
+        // A patience shorter than the validation interval would stop before the next
+        // measurement could improve on the best.
+        if let Some(p) = self.patience
+            && p < self.valid_interval
+        {
+            return Err(invalid(
+                "patience",
+                "must be ≥ valid_interval (epochs between validations)",
+                p,
+            ));
+        }
         // TOML integers are signed 64-bit, so a larger seed could not be saved in a checkpoint.
         if self.seed > i64::MAX as u64 {
             return Err(invalid(

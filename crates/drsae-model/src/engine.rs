@@ -322,9 +322,6 @@ pub struct Engine {
     groups: Vec<Batch>,
     /// The groups' results in whole-minibatch rows, for the update.
     stacked: Stacked,
-    /// Decoder rows changed since they were last projected (only matters when the
-    /// projection interval is above 1).
-    d_dirty: Vec<bool>,
     pool: rayon::ThreadPool,
     kernels: &'static Kernels,
     /// Activity of the last [`Engine::train_step`] or [`Engine::gradient`].
@@ -417,7 +414,6 @@ impl Engine {
             s: vec![0.0; n * n],
             groups: Vec::new(),
             stacked: Stacked::default(),
-            d_dirty: vec![true; n],
             pool,
             kernels: drsae_kernels::kernels(),
             last_activity: Activity::default(),
@@ -436,7 +432,6 @@ impl Engine {
         transpose(&p.d, m, n, &mut self.w.dt);
         self.w.c.copy_from_slice(&p.c);
         self.w.c_bias.copy_from_slice(&p.c_bias);
-        self.d_dirty.fill(true);
     }
 
     /// The parameters in the paper's layout.
@@ -585,7 +580,6 @@ impl Engine {
             grad,
             groups,
             stacked,
-            d_dirty,
             pool,
             kernels,
             ..
@@ -622,7 +616,7 @@ impl Engine {
             };
             match target {
                 Target::Weights(scales, bounds) => {
-                    ctx.accumulate(w, scales, bounds, d_dirty);
+                    ctx.accumulate(w, scales, bounds);
                     mirror(&w.st, s, dims.n);
                 }
                 Target::Gradient => {
@@ -630,8 +624,7 @@ impl Engine {
                         .as_mut()
                         .expect("the gradient buffer is allocated first");
                     g.fill_zero();
-                    let mut unused_dirty = vec![false; dims.n];
-                    ctx.accumulate(g, Scales::ONES, None, &mut unused_dirty);
+                    ctx.accumulate(g, Scales::ONES, None);
                 }
             }
         });
@@ -961,13 +954,7 @@ impl UpdateCtx<'_> {
     /// Adds `scale × gradient` of the minibatch to `target`, then projects when `bounds` is
     /// given. Weight rows are updated in fixed blocks, each by one task that adds the groups'
     /// products in order and then projects its rows.
-    fn accumulate(
-        &self,
-        target: &mut Weights,
-        scales: Scales,
-        bounds: Option<Bounds>,
-        d_dirty: &mut [bool],
-    ) {
+    fn accumulate(&self, target: &mut Weights, scales: Scales, bounds: Option<Bounds>) {
         let Dims { m, n, l, t, .. } = self.dims;
         let (k, st_ed) = (self.kernels, self.stacked);
         let bs = self.x.len() / m;
@@ -1009,29 +996,22 @@ impl UpdateCtx<'_> {
                     }
                 });
         };
-        // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on the rows changed since their last
-        // projection: those of units active in this minibatch, or earlier ones not yet
-        // projected.
+        // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on every row, changed or not: a
+        // rescaled row can come out an ulp above the bound, and projecting it again only
+        // when it next changes would make the parameters depend on that history, which a
+        // checkpoint does not hold (a resumed run would then differ from an unbroken one).
         let alpha_d = scales.d * self.w_rec;
         let update_d = || {
             dt.par_chunks_mut(ROWS_PER_TASK * m)
-                .zip(d_dirty.par_chunks_mut(ROWS_PER_TASK))
                 .enumerate()
-                .for_each(|(task, (rows, dirty))| {
+                .for_each(|(task, rows)| {
                     let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
-                    let z_last = &st_ed.z_last;
-                    let zt_t = view(z_last, bs, n).t().block(r0, 0, h, bs);
+                    let zt_t = view(&st_ed.z_last, bs, n).t().block(r0, 0, h, bs);
                     let rm = view(&st_ed.r, bs, m);
                     k.gemm(alpha_d, zt_t, rm, 1.0, view_mut(rows, h, m));
-                    for (r, flag) in dirty.iter_mut().enumerate() {
-                        *flag |= alpha_d != 0.0 && z_last.chunks_exact(n).any(|z| z[r0 + r] != 0.0);
-                    }
                     if let Some(bounds) = bounds {
-                        for (row, flag) in rows.chunks_exact_mut(m).zip(dirty.iter_mut()) {
-                            if *flag {
-                                clip_norm(k, row, bounds.d_col);
-                                *flag = false;
-                            }
+                        for row in rows.chunks_exact_mut(m) {
+                            clip_norm(k, row, bounds.d_col);
                         }
                     }
                 });

@@ -43,6 +43,7 @@ fn sample_checkpoint() -> Checkpoint {
             best_valid_error: Some(0.010_8 + 1e-17 * 3.0),
             best_epoch: Some(16),
             best_test_error: Some(0.0112),
+            best_wall_s: Some(1234.5),
             wall_s: 1234.5,
         },
     }

@@ -65,6 +65,7 @@ fn toml_round_trip_preserves_every_field() {
         classifier_bias: false,
         train_encoder_phase2: false,
         projection_interval: 5,
+        patience: Some(40),
         seed: i64::MAX as u64,
         ..Config::default()
     };
@@ -84,6 +85,61 @@ fn encoder_flag_is_written_only_when_false() {
     };
     let text = frozen.to_toml_string().expect("serialise");
     assert!(text.contains("train_encoder_phase2 = false"), "{text}");
+}
+
+/// Early stopping is off unless asked for, and is then written out.
+#[test]
+fn patience_is_written_only_when_set() {
+    let text = Config::default().to_toml_string().expect("serialise");
+    assert!(!text.contains("patience"), "{text}");
+    let cfg = Config::from_toml_str("patience = 50\nvalid_interval = 5\n").expect("parse");
+    assert_eq!(cfg.patience, Some(50));
+    assert!(
+        cfg.to_toml_string()
+            .expect("serialise")
+            .contains("patience = 50")
+    );
+}
+
+/// Runs may share a pretrained checkpoint exactly when they differ only in what phase 2 reads.
+#[test]
+fn same_phase1_ignores_phase2_fields_and_nothing_else() {
+    let base = Config::default();
+    let phase2_only = Config {
+        w_cls_phase2: 0.5,
+        train_encoder_phase2: false,
+        epochs_phase2: 7,
+        valid_interval: 5,
+        patience: Some(20),
+        ..base.clone()
+    };
+    assert!(base.same_phase1(&phase2_only));
+    assert!(phase2_only.same_phase1(&base));
+    let differs = [
+        Config {
+            seed: 1,
+            ..base.clone()
+        },
+        Config {
+            epochs_phase1: 99,
+            ..base.clone()
+        },
+        Config {
+            w_cls_phase1: 0.1,
+            ..base.clone()
+        },
+        Config {
+            lr_decay: 1e-5,
+            ..base.clone()
+        },
+        Config {
+            n_hidden: 200,
+            ..base.clone()
+        },
+    ];
+    for other in differs {
+        assert!(!base.same_phase1(&other), "{other:?}");
+    }
 }
 
 #[test]
@@ -133,6 +189,8 @@ fn each_nonsense_value_is_rejected_with_its_field_named() {
         ("batch_size = 0", "batch_size"),
         ("projection_interval = 0", "projection_interval"),
         ("valid_interval = 0", "valid_interval"),
+        ("patience = 1", "patience"),
+        ("patience = 0", "patience"),
     ];
     for (text, field) in cases {
         let err = Config::from_toml_str(text).expect_err(text);

@@ -37,7 +37,7 @@ pub fn command_line(
     let dir = absolute(&layout.run_dir(&run.id));
     let mut data = spec.data.clone();
     data.data_dir = data.data_dir.as_deref().map(absolute);
-    let train: Vec<String> = train_args(&dir, spec.threads, &data)
+    let train: Vec<String> = train_args(&dir, spec.threads, &data, None)
         .iter()
         .map(|a| shell_quote(&a.to_string_lossy()))
         .collect();

@@ -63,6 +63,8 @@ pub struct ResultJson {
     pub epochs_run: Option<u64>,
     /// Wall time of the run in seconds.
     pub wall_s: Option<f64>,
+    /// Wall time when the best validation error was measured.
+    pub wall_s_at_best: Option<f64>,
     /// Training throughput.
     pub examples_per_s: Option<f64>,
     /// Kernel name (ISA) used.
@@ -88,6 +90,8 @@ pub struct Record {
     pub epochs_run: Option<u64>,
     /// Wall time in seconds.
     pub wall_s: Option<f64>,
+    /// Wall time when the best validation error was measured.
+    pub wall_s_at_best: Option<f64>,
     /// Training throughput.
     pub examples_per_s: Option<f64>,
     /// Kernel name.
@@ -164,6 +168,7 @@ pub fn classify(run_dir: &Path, exit: Exit, stopping: bool) -> Outcome {
                 test_error_at_best: r.test_error_at_best,
                 epochs_run: r.epochs_run,
                 wall_s: r.wall_s,
+                wall_s_at_best: r.wall_s_at_best,
                 examples_per_s: r.examples_per_s,
                 kernel: r.kernel.unwrap_or_default(),
                 threads: r.threads,
@@ -202,6 +207,7 @@ fn empty_record(message: String) -> Record {
         test_error_at_best: None,
         epochs_run: None,
         wall_s: None,
+        wall_s_at_best: None,
         examples_per_s: None,
         kernel: String::new(),
         threads: None,

@@ -22,6 +22,8 @@ use super::files::{Layout, atomic_write};
 use super::outcome::{Exit, Outcome, Status, classify};
 use super::spec::{DataArgs, Run, Spec};
 use super::summary::{SummaryFile, row};
+use crate::train::files as train_files;
+use drsae_model::config::Config;
 
 /// How often children are polled; short enough that the progress line and the next start
 /// follow a finished run without noticeable delay, long enough to cost nothing.
@@ -58,8 +60,14 @@ pub struct RunnerOptions {
     pub prior_wall_s: Vec<f64>,
 }
 
-/// The `drsae train` arguments of one run (after the binary).
-pub fn train_args(run_dir: &Path, threads: usize, data: &DataArgs) -> Vec<OsString> {
+/// The `drsae train` arguments of one run (after the binary), starting phase 2 from
+/// `pretrained` when given.
+pub fn train_args(
+    run_dir: &Path,
+    threads: usize,
+    data: &DataArgs,
+    pretrained: Option<&Path>,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "train".into(),
         "--config".into(),
@@ -70,8 +78,29 @@ pub fn train_args(run_dir: &Path, threads: usize, data: &DataArgs) -> Vec<OsStri
         "--threads".into(),
         threads.to_string().into(),
     ];
+    if let Some(file) = pretrained {
+        a.push("--pretrained".into());
+        a.push(file.into());
+    }
     a.extend(data.train_flags().into_iter().map(OsString::from));
     a
+}
+
+/// The end-of-phase-1 checkpoint of another run of this sweep with the same phase 1
+/// (`Config::same_phase1`), for `run` to start phase 2 from instead of pretraining. Phase 1
+/// depends on nothing else, so the run's result is the same either way; only the time
+/// differs. `None` for a run that will resume its own checkpoint.
+pub fn shared_pretraining(layout: &Layout, run: &Run, spec: &Spec) -> Option<PathBuf> {
+    let config = Config::from_toml_str(&run.config_toml).ok()?;
+    let dir = layout.run_dir(&run.id);
+    if config.epochs_phase1 == 0 || dir.join(train_files::LAST).exists() {
+        return None;
+    }
+    spec.runs.iter().filter(|r| r.id != run.id).find_map(|r| {
+        let file = layout.run_dir(&r.id).join(train_files::PRETRAINED);
+        let same = Config::from_toml_str(&r.config_toml).is_ok_and(|c| c.same_phase1(&config));
+        (same && file.is_file()).then_some(file)
+    })
 }
 
 /// Creates a run's folder and writes its resolved config (before `drsae train` reads it).
@@ -274,7 +303,8 @@ fn start(
         .append(true)
         .open(&log_path)
         .map_err(|e| SweepError::io(&log_path, e))?;
-    let args = train_args(&dir, spec.threads, &spec.data);
+    let pretrained = shared_pretraining(layout, run, spec);
+    let args = train_args(&dir, spec.threads, &spec.data, pretrained.as_deref());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -21,7 +21,7 @@ use super::outcome::{Record, Status};
 use super::spec::{Run, display_float};
 
 /// The columns after the run id, the swept fields and the seed.
-pub const RESULT_COLUMNS: [&str; 11] = [
+pub const RESULT_COLUMNS: [&str; 12] = [
     "status",
     "message",
     "best_valid_error",
@@ -29,6 +29,7 @@ pub const RESULT_COLUMNS: [&str; 11] = [
     "test_error_at_best",
     "epochs_run",
     "wall_s",
+    "wall_s_at_best",
     "examples_per_s",
     "git_rev",
     "kernel",
@@ -62,6 +63,7 @@ pub fn row(run: &Run, rec: &Record, git_rev: &str) -> Vec<String> {
         f(rec.test_error_at_best),
         u(rec.epochs_run),
         f(rec.wall_s),
+        f(rec.wall_s_at_best),
         f(rec.examples_per_s),
         git_rev.to_string(),
         rec.kernel.clone(),

@@ -259,7 +259,7 @@ fn emitted_commands_record_the_same_rows_as_a_local_sweep() {
     for (i, run) in spec.runs.iter().enumerate() {
         let dir = f.layout().run_dir(&run.id);
         let status = std::process::Command::new(&f.bin)
-            .args(runner::train_args(&dir, 1, &spec.data))
+            .args(runner::train_args(&dir, 1, &spec.data, None))
             .output()
             .unwrap();
         let record = SweepRecordArgs {
