@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use clap::Args;
 use drsae_data::batch::{BatchBuf, EpochBatches};
-use drsae_data::mnist::Dataset;
+use drsae_data::mnist::{Dataset, Split};
 use drsae_model::checkpoint::{self, Checkpoint, TrainState};
 use drsae_model::config::{Config, Phase};
-use drsae_model::engine::Engine;
+use drsae_model::engine::{Activity, Codes, Engine};
 use drsae_model::init::initialize;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -226,6 +226,7 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
         state,
         stop,
         progress: crate::progress::Progress::new(),
+        frozen: None,
         examples_trained: 0,
         train_seconds: 0.0,
     };
@@ -285,8 +286,46 @@ struct Run {
     state: TrainState,
     stop: Arc<AtomicBool>,
     progress: crate::progress::Progress,
+    /// The splits encoded once by the frozen encoder, in a phase 2 that trains only the
+    /// classifier (`train_encoder_phase2 = false`).
+    frozen: Option<FrozenCodes>,
     examples_trained: u64,
     train_seconds: f64,
+}
+
+/// Each split's codes ẑ as a split of its own (same labels, n values per example), so that
+/// the epoch order and minibatches are those of the images.
+struct FrozenCodes {
+    train: Split,
+    valid: Split,
+    test: Split,
+    /// The training split's reconstruction and sparsity terms and activity: the same every
+    /// epoch while the encoder is frozen.
+    encoder_loss: drsae_model::reference::LossTerms,
+    activity: Activity,
+}
+
+impl FrozenCodes {
+    fn new(engine: &mut Engine, data: &Dataset, config: &Config) -> Result<Self, TrainError> {
+        let w = config.loss_weights(Phase::Finetune);
+        let mut encode = |split: &Split| -> Result<(Split, Codes), TrainError> {
+            let codes = engine.encode(&split.images, &split.labels, &w)?;
+            let as_split = Split {
+                images: codes.z_hat.clone(),
+                labels: split.labels.clone(),
+                dim: config.n_hidden,
+            };
+            Ok((as_split, codes))
+        };
+        let (train, codes) = encode(&data.train)?;
+        Ok(Self {
+            train,
+            valid: encode(&data.valid)?.0,
+            test: encode(&data.test)?.0,
+            encoder_loss: codes.encoder_loss,
+            activity: codes.activity,
+        })
+    }
 }
 
 /// How an epoch ended.
@@ -394,22 +433,40 @@ impl Run {
         } as u64;
         let bs = self.config.batch_size;
         let n = self.data.train.len();
+        let t0 = Instant::now();
+        let frozen = phase == Phase::Finetune && !self.config.train_encoder_phase2;
+        if frozen && self.frozen.is_none() {
+            self.frozen = Some(FrozenCodes::new(
+                &mut self.engine,
+                &self.data,
+                &self.config,
+            )?);
+        }
+        let codes = self.frozen.as_ref().filter(|_| frozen);
+        let split = codes.map_or(&self.data.train, |c| &c.train);
         let mut batches =
             EpochBatches::new(n, bs, self.config.seed, self.global_epoch(phase, epoch - 1));
-        let mut buf = BatchBuf::new(bs, self.data.train.dim);
+        let mut buf = BatchBuf::new(bs, split.dim);
         let mut loss = drsae_model::reference::LossTerms::default();
-        let mut activity = drsae_model::engine::Activity::default();
+        let mut activity = Activity::default();
+        if let Some(c) = codes {
+            loss += c.encoder_loss;
+            activity.merge(&c.activity);
+        }
         let mut k = self.state.updates;
-        let t0 = Instant::now();
         self.progress
             .start_epoch(&format!("{phase} {epoch}/{total}"), n as u64);
-        while batches.next_into(&self.data.train, &mut buf) {
+        while batches.next_into(split, &mut buf) {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(EpochEnd::Interrupted);
             }
             let x = &buf.x[..buf.len * buf.dim()];
             let y = &buf.y[..buf.len];
-            let terms = self.engine.train_step(x, y, phase, k)?;
+            let terms = if codes.is_some() {
+                self.engine.classifier_step(x, y, phase, k)?
+            } else {
+                self.engine.train_step(x, y, phase, k)?
+            };
             if !terms.total().is_finite() {
                 return Ok(EpochEnd::Diverged(format!(
                     "loss became {} at update {k} ({phase} epoch {epoch}); the last good \
@@ -419,7 +476,9 @@ impl Run {
                 )));
             }
             loss += terms;
-            activity.merge(self.engine.last_activity());
+            if codes.is_none() {
+                activity.merge(self.engine.last_activity());
+            }
             k += 1;
             self.progress.advance(buf.len as u64);
         }
@@ -433,12 +492,20 @@ impl Run {
         let mut test_error = None;
         if phase == Phase::Finetune && epoch.is_multiple_of(self.config.valid_interval as u64) {
             let w = self.config.loss_weights(phase);
-            let v = self
-                .engine
-                .evaluate(&self.data.valid.images, &self.data.valid.labels, &w)?;
-            let t = self
-                .engine
-                .evaluate(&self.data.test.images, &self.data.test.labels, &w)?;
+            let (v, t) = match codes {
+                Some(c) => (
+                    self.engine
+                        .evaluate_codes(&c.valid.images, &c.valid.labels, &w)?,
+                    self.engine
+                        .evaluate_codes(&c.test.images, &c.test.labels, &w)?,
+                ),
+                None => (
+                    self.engine
+                        .evaluate(&self.data.valid.images, &self.data.valid.labels, &w)?,
+                    self.engine
+                        .evaluate(&self.data.test.images, &self.data.test.labels, &w)?,
+                ),
+            };
             valid_error = Some(v.error_rate());
             test_error = Some(t.error_rate());
             if self

@@ -36,6 +36,9 @@ use crate::config::{Config, Phase};
 use crate::params::{Grads, Params};
 use crate::reference::LossTerms;
 
+mod codes;
+pub use codes::Codes;
+
 /// Output columns of a minibatch product computed by one task: two AVX-512 register tiles.
 const COLS_PER_TASK: usize = 64;
 
@@ -249,6 +252,15 @@ impl Scales {
         c: 1.0,
         c_bias: 1.0,
     };
+    /// No change.
+    const ZEROS: Scales = Scales {
+        e: 0.0,
+        s: 0.0,
+        b: 0.0,
+        d: 0.0,
+        c: 0.0,
+        c_bias: 0.0,
+    };
 }
 
 /// Norm bounds of spec §5, applied after an update when the projection interval says so.
@@ -322,6 +334,8 @@ pub struct Engine {
     groups: Vec<Batch>,
     /// The groups' results in whole-minibatch rows, for the update.
     stacked: Stacked,
+    /// Probabilities, then `∂L/∂logits`, of a minibatch of cached codes.
+    logits_scratch: Vec<f32>,
     pool: rayon::ThreadPool,
     kernels: &'static Kernels,
     /// Activity of the last [`Engine::train_step`] or [`Engine::gradient`].
@@ -414,6 +428,7 @@ impl Engine {
             s: vec![0.0; n * n],
             groups: Vec::new(),
             stacked: Stacked::default(),
+            logits_scratch: Vec::new(),
             pool,
             kernels: drsae_kernels::kernels(),
             last_activity: Activity::default(),
@@ -515,11 +530,25 @@ impl Engine {
         y: &[u8],
         weights: &LossWeights,
     ) -> Result<Evaluation, EngineError> {
-        check_batch(x, y, self.dims)?;
+        self.forward_split(x, y, weights, false)
+            .map(|(eval, _)| eval)
+    }
+
+    /// [`Engine::evaluate`], also returning the normalised codes ẑ (examples × n) when
+    /// `keep_codes` is set.
+    fn forward_split(
+        &mut self,
+        x: &[f32],
+        y: &[u8],
+        weights: &LossWeights,
+        keep_codes: bool,
+    ) -> Result<(Evaluation, Vec<f32>), EngineError> {
+        check_batch(x, y, self.dims.m, self.dims)?;
         let dims = self.dims;
         let (w, s) = (&self.w, &self.s);
         let kernels = self.kernels;
-        let chunks: Vec<(LossTerms, Activity, Vec<u8>)> = self.pool.install(|| {
+        type Chunk = (LossTerms, Activity, Vec<u8>, Vec<f32>);
+        let chunks: Vec<Chunk> = self.pool.install(|| {
             y.par_chunks(EVAL_CHUNK)
                 .zip(x.par_chunks(EVAL_CHUNK * dims.m))
                 .map_init(
@@ -534,14 +563,18 @@ impl Engine {
                             par: false,
                         };
                         pass.forward(batch, xc, yc);
+                        let mut activity = Activity::default();
+                        batch.add_activity(dims.t, &mut activity);
+                        let codes = if keep_codes {
+                            batch.z_hat[..yc.len() * dims.n].to_vec()
+                        } else {
+                            Vec::new()
+                        };
                         (
                             batch.loss_sum(),
-                            {
-                                let mut a = Activity::default();
-                                batch.add_activity(dims.t, &mut a);
-                                a
-                            },
+                            activity,
                             batch.preds[..yc.len()].to_vec(),
+                            codes,
                         )
                     },
                 )
@@ -551,12 +584,14 @@ impl Engine {
             predictions: Vec::with_capacity(y.len()),
             ..Evaluation::default()
         };
-        for (loss, act, preds) in chunks {
+        let mut codes = Vec::with_capacity(if keep_codes { y.len() * dims.n } else { 0 });
+        for (loss, act, preds, chunk_codes) in chunks {
             eval.loss += loss;
             eval.activity.merge(&act);
             eval.predictions.extend(preds);
+            codes.extend(chunk_codes);
         }
-        Ok(eval)
+        Ok((eval, codes))
     }
 
     /// The forward and backward pass of a minibatch (its groups in parallel), then its
@@ -568,7 +603,7 @@ impl Engine {
         weights: &LossWeights,
         target: Target,
     ) -> Result<LossTerms, EngineError> {
-        check_batch(x, y, self.dims)?;
+        check_batch(x, y, self.dims.m, self.dims)?;
         let (size, count) = (group_size(y.len()), group_count(y.len()));
         let dims = self.dims;
         if self.groups.len() < count || self.groups.iter().any(|g| g.cap < size) {
@@ -673,12 +708,14 @@ fn group_count(bs: usize) -> usize {
     bs.div_ceil(group_size(bs))
 }
 
-fn check_batch(x: &[f32], y: &[u8], dims: Dims) -> Result<(), EngineError> {
-    if x.len() != y.len() * dims.m {
+/// Checks a batch of `width` values per example (the input size, or n for codes) and its
+/// labels.
+fn check_batch(x: &[f32], y: &[u8], width: usize, dims: Dims) -> Result<(), EngineError> {
+    if x.len() != y.len() * width {
         return Err(EngineError::Batch {
             examples: y.len(),
             values: x.len(),
-            expected: dims.m,
+            expected: width,
         });
     }
     if let Some((index, &label)) = y.iter().enumerate().find(|&(_, &l)| l as usize >= dims.l) {
@@ -826,32 +863,8 @@ impl Pass<'_> {
             for (h, &v) in z_hat.iter_mut().zip(z) {
                 *h = v / norm;
             }
-            let logits = &mut bt.d_logits[b * l..(b + 1) * l];
-            for (class, logit) in logits.iter_mut().enumerate() {
-                let bias = if self.dims.classifier_bias {
-                    w.c_bias[class]
-                } else {
-                    0.0
-                };
-                *logit = bias + k.dot(&w.c[class * n..(class + 1) * n], z_hat);
-            }
-            // softmax and cross-entropy, with the maximum subtracted for stability
-            let mut pred = 0usize;
-            for class in 1..l {
-                if logits[class] > logits[pred] {
-                    pred = class;
-                }
-            }
-            let max = logits[pred];
-            let mut sum = 0.0f32;
-            for v in logits.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            for v in logits.iter_mut() {
-                *v /= sum;
-            }
-            let ce = -f64::from(logits[label as usize].max(f32::MIN_POSITIVE)).ln();
+            let probs = &mut bt.d_logits[b * l..(b + 1) * l];
+            let (pred, ce) = classify(k, w, self.dims.classifier_bias, z_hat, label, probs);
             bt.loss[b] = LossTerms {
                 rec: self.lw.w_rec * rec,
                 sparsity: self.lw.lambda * l1,
@@ -874,12 +887,8 @@ impl Pass<'_> {
             self.lw.lambda as f32,
             self.lw.w_cls as f32,
         );
-        // ∂L/∂logits = w_cls·(p − onehot(y))
-        for (b, &label) in y.iter().enumerate() {
-            for (class, g) in bt.d_logits[b * l..(b + 1) * l].iter_mut().enumerate() {
-                let target = if class == label as usize { 1.0 } else { 0.0 };
-                *g = w_cls * (*g - target);
-            }
+        for (probs, &label) in bt.d_logits.chunks_exact_mut(l).zip(y) {
+            logit_grad(w_cls, label, probs);
         }
         // d_z^T = w_rec·D·r + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits, masked by z^T > 0
         let last = (t - 1) * sz;
@@ -1028,22 +1037,82 @@ impl UpdateCtx<'_> {
             if !self.classify {
                 continue;
             }
-            for bi in 0..g.len {
-                let dl = &g.d_logits[bi * l..(bi + 1) * l];
-                let z_hat = &g.z_hat[bi * n..(bi + 1) * n];
-                for (class, row) in c.chunks_exact_mut(n).enumerate() {
-                    k.axpy(row, scales.c * dl[class], z_hat);
-                }
-                if self.dims.classifier_bias {
-                    for (cb, &gv) in c_bias.iter_mut().zip(dl) {
-                        *cb += scales.c_bias * gv;
-                    }
-                }
-            }
+            let (dl, z_hat) = (&g.d_logits[..g.len * l], &g.z_hat[..g.len * n]);
+            add_classifier_grad(k, self.dims, scales, dl, z_hat, c, c_bias);
         }
         if let Some(bounds) = bounds {
             for row in c.chunks_exact_mut(n) {
                 clip_norm(k, row, bounds.c_row);
+            }
+        }
+    }
+}
+
+/// Logits `C·ẑ + c` of one code, turned in place into softmax probabilities (the maximum
+/// subtracted for stability). Returns the predicted class (first on ties) and the
+/// cross-entropy of `label`.
+fn classify(
+    k: &Kernels,
+    w: &Weights,
+    bias: bool,
+    z_hat: &[f32],
+    label: u8,
+    probs: &mut [f32],
+) -> (usize, f64) {
+    let n = z_hat.len();
+    for (class, logit) in probs.iter_mut().enumerate() {
+        let b = if bias { w.c_bias[class] } else { 0.0 };
+        *logit = b + k.dot(&w.c[class * n..(class + 1) * n], z_hat);
+    }
+    let mut pred = 0usize;
+    for class in 1..probs.len() {
+        if probs[class] > probs[pred] {
+            pred = class;
+        }
+    }
+    let max = probs[pred];
+    let mut sum = 0.0f32;
+    for v in probs.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in probs.iter_mut() {
+        *v /= sum;
+    }
+    let ce = -f64::from(probs[label as usize].max(f32::MIN_POSITIVE)).ln();
+    (pred, ce)
+}
+
+/// `∂L/∂logits = w_cls·(p − onehot(label))`, in place over the probabilities.
+fn logit_grad(w_cls: f32, label: u8, probs: &mut [f32]) {
+    for (class, g) in probs.iter_mut().enumerate() {
+        let target = if class == label as usize { 1.0 } else { 0.0 };
+        *g = w_cls * (*g - target);
+    }
+}
+
+/// Adds the classifier's gradient of the examples whose `∂L/∂logits` (examples × l) and codes
+/// ẑ (examples × n) are given, example by example in order, scaled by `scales.c` and
+/// `scales.c_bias`.
+fn add_classifier_grad(
+    k: &Kernels,
+    dims: Dims,
+    scales: Scales,
+    d_logits: &[f32],
+    z_hat: &[f32],
+    c: &mut [f32],
+    c_bias: &mut [f32],
+) {
+    for (dl, z) in d_logits
+        .chunks_exact(dims.l)
+        .zip(z_hat.chunks_exact(dims.n))
+    {
+        for (class, row) in c.chunks_exact_mut(dims.n).enumerate() {
+            k.axpy(row, scales.c * dl[class], z);
+        }
+        if dims.classifier_bias {
+            for (cb, &gv) in c_bias.iter_mut().zip(dl) {
+                *cb += scales.c_bias * gv;
             }
         }
     }

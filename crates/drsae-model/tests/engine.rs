@@ -266,3 +266,92 @@ fn parameters_after_an_epoch_are_bit_identical_for_one_and_two_threads() {
     let three = run(3);
     assert!(one == three, "parameters differ between 1 and 3 threads");
 }
+
+/// Training the classifier on cached codes does what frozen-encoder steps through the whole
+/// network do to C and c (up to f32 rounding: the codes come from a forward pass over
+/// chunks of 128 rather than over each minibatch), leaves the encoder bit-for-bit alone,
+/// and its evaluation predicts what a full forward pass predicts.
+#[test]
+fn classifier_on_cached_codes_matches_frozen_encoder_steps() {
+    let ds = fixture();
+    let cfg = Config {
+        train_encoder_phase2: false,
+        ..full_size_config()
+    };
+    let params = initialize_seeded(&cfg, &ds.train.images);
+    let w = cfg.loss_weights(Phase::Finetune);
+    let mut full = Engine::new(&params, &cfg, 2).unwrap();
+    let mut cached = Engine::new(&params, &cfg, 1).unwrap();
+    let codes = cached
+        .encode(&ds.train.images, &ds.train.labels, &w)
+        .unwrap();
+    let n = cfg.n_hidden;
+    assert_eq!(codes.z_hat.len(), ds.train.len() * n);
+    let before = cached
+        .evaluate(&ds.valid.images, &ds.valid.labels, &w)
+        .unwrap();
+    assert_eq!(codes.encoder_loss.cls, 0.0);
+    assert!(codes.encoder_loss.rec > 0.0 && codes.encoder_loss.sparsity > 0.0);
+
+    let mut batches = EpochBatches::new(ds.train.len(), 10, 3, 0);
+    let mut order = batches.order().to_vec();
+    order.truncate(300);
+    let mut buf = BatchBuf::new(10, ds.train.dim);
+    let mut k = 0;
+    let (mut cls_full, mut cls_cached) = (0.0, 0.0);
+    for chunk in order.chunks(10) {
+        assert!(batches.next_into(&ds.train, &mut buf));
+        let z: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&i| codes.z_hat[i * n..(i + 1) * n].iter().copied())
+            .collect();
+        cls_full += full
+            .train_step(&buf.x, &buf.y, Phase::Finetune, k)
+            .unwrap()
+            .cls;
+        cls_cached += cached
+            .classifier_step(&z, &buf.y, Phase::Finetune, k)
+            .unwrap()
+            .cls;
+        k += 1;
+    }
+    assert!(
+        (cls_full - cls_cached).abs() <= 1e-5 * cls_full,
+        "{cls_full} vs {cls_cached}"
+    );
+    let (a, b) = (full.params(), cached.params());
+    let c_full: Vec<f64> = a.c.iter().map(|&v| f64::from(v)).collect();
+    let err = rel_max_err(&b.c, &c_full);
+    assert!(err < 1e-4, "C differs by {err:.2e}");
+    assert!(b.c != params.c, "the classifier did not learn");
+    for (name, x, y) in [
+        ("e", &b.e, &params.e),
+        ("s", &b.s, &params.s),
+        ("b", &b.b, &params.b),
+        ("d", &b.d, &params.d),
+    ] {
+        assert!(x == y, "{name} changed while training on cached codes");
+    }
+
+    let valid = cached
+        .encode(&ds.valid.images, &ds.valid.labels, &w)
+        .unwrap();
+    let on_codes = cached
+        .evaluate_codes(&valid.z_hat, &ds.valid.labels, &w)
+        .unwrap();
+    let on_images = cached
+        .evaluate(&ds.valid.images, &ds.valid.labels, &w)
+        .unwrap();
+    assert_eq!(on_codes.predictions, on_images.predictions);
+    // Summed in another order (per chunk, then over chunks).
+    assert!((on_codes.loss.cls - on_images.loss.cls).abs() <= 1e-12 * on_images.loss.cls);
+    assert!(
+        on_images.loss.errors < before.loss.errors,
+        "training did not help"
+    );
+    let err = cached.classifier_step(&valid.z_hat[..n], &ds.valid.labels[..2], Phase::Finetune, k);
+    assert!(
+        err.is_err(),
+        "codes of one example with two labels must be rejected"
+    );
+}
