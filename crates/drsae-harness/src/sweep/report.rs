@@ -21,12 +21,16 @@ pub struct Group {
     pub run_ids: Vec<String>,
     /// Test errors (fractions) of finished runs.
     pub test: Vec<f64>,
+    /// Seed of each of those runs, in the same order.
+    pub seeds: Vec<String>,
     /// Best validation errors (fractions) of finished runs.
     pub valid: Vec<f64>,
     /// Best epochs of finished runs.
     pub best_epoch: Vec<f64>,
     /// Wall times (s) of finished runs.
     pub wall: Vec<f64>,
+    /// Wall times (s) of finished runs up to their best validation error (where recorded).
+    pub wall_at_best: Vec<f64>,
     /// Recorded statuses, counted.
     pub statuses: BTreeMap<String, usize>,
 }
@@ -48,12 +52,14 @@ pub fn mean_std(xs: &[f64]) -> Option<(f64, Option<f64>)> {
 pub fn groups(spec: &Spec, rows: &summary::Summary) -> Vec<Group> {
     let header = summary::header(&spec.columns);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap_or(0);
-    let (status, test, valid, epoch, wall) = (
+    let (status, test, valid, epoch, wall, wall_at_best, seed) = (
         col("status"),
         col("test_error_at_best"),
         col("best_valid_error"),
         col("best_epoch"),
         col("wall_s"),
+        col("wall_s_at_best"),
+        col("seed"),
     );
     let latest = rows.latest();
     let mut groups: Vec<Group> = Vec::new();
@@ -65,9 +71,11 @@ pub fn groups(spec: &Spec, rows: &summary::Summary) -> Vec<Group> {
                     values: run.values.clone(),
                     run_ids: Vec::new(),
                     test: Vec::new(),
+                    seeds: Vec::new(),
                     valid: Vec::new(),
                     best_epoch: Vec::new(),
                     wall: Vec::new(),
+                    wall_at_best: Vec::new(),
                     statuses: BTreeMap::new(),
                 });
                 groups.len() - 1
@@ -82,10 +90,14 @@ pub fn groups(spec: &Spec, rows: &summary::Summary) -> Vec<Group> {
         *g.statuses.entry(r[status].clone()).or_default() += 1;
         if r[status] == "finished" {
             let num = |c: usize| r[c].parse::<f64>().ok();
-            g.test.extend(num(test));
+            if let Some(t) = num(test) {
+                g.test.push(t);
+                g.seeds.push(r[seed].clone());
+            }
             g.valid.extend(num(valid));
             g.best_epoch.extend(num(epoch));
             g.wall.extend(num(wall));
+            g.wall_at_best.extend(num(wall_at_best));
         }
     }
     groups
@@ -115,8 +127,10 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "Spec `{}`; {recorded} of {} runs recorded in `{}`. Errors are MNIST error rates in %, \
-         mean ± sample standard deviation over the seeds whose run finished (n); the test error \
-         is that of the checkpoint with the best validation error.\n",
+         mean ± sample standard deviation over the seeds whose run finished (n), and each run's \
+         with its seed in brackets; the test error is that of the checkpoint with the best \
+         validation error. Wall times are means: up to the best validation error, and in all \
+         (early stopping's patience included).\n",
         spec.path.display(),
         spec.runs.len(),
         summary_path.display()
@@ -126,8 +140,10 @@ pub fn markdown(
         [
             "n",
             "test error (%)",
+            "test error by seed (%)",
             "best valid error (%)",
             "best epoch",
+            "wall time to best",
             "wall time",
             "runs",
         ]
@@ -140,16 +156,30 @@ pub fn markdown(
         let epoch = mean_std(&g.best_epoch)
             .map(|(m, _)| format!("{m:.0}"))
             .unwrap_or_else(|| "–".into());
-        let wall = mean_std(&g.wall)
-            .map(|(m, _)| duration(m))
-            .unwrap_or_else(|| "–".into());
+        let mean_duration = |xs: &[f64]| {
+            mean_std(xs)
+                .map(|(m, _)| duration(m))
+                .unwrap_or_else(|| "–".into())
+        };
+        let by_seed: Vec<String> = g
+            .seeds
+            .iter()
+            .zip(&g.test)
+            .map(|(s, t)| format!("{:.2} ({s})", 100.0 * t))
+            .collect();
         let runs: Vec<String> = g.statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
         cells.extend([
             g.test.len().to_string(),
             pct(&g.test),
+            if by_seed.is_empty() {
+                "–".into()
+            } else {
+                by_seed.join(", ")
+            },
             pct(&g.valid),
             epoch,
-            wall,
+            mean_duration(&g.wall_at_best),
+            mean_duration(&g.wall),
             runs.join(", "),
         ]);
         let _ = writeln!(md, "| {} |", cells.join(" | "));

@@ -48,7 +48,7 @@ for e in $(seq $start 2); do
   echo "2,$e,0.0$((5 - e))$seed" >> "$out/metrics.csv"
   echo $((e + 1)) > "$out/checkpoint-last.safetensors"
 done
-printf '{"status":"finished","message":"ok","best_valid_error":0.02%s,"best_epoch":3,"test_error_at_best":0.03%s,"epochs_run":3,"wall_s":0.2,"examples_per_s":50.0,"kernel":"fake","threads":%s}\n' "$seed" "$seed" "$threads" > "$out/result.json"
+printf '{"status":"finished","message":"ok","best_valid_error":0.02%s,"best_epoch":3,"test_error_at_best":0.03%s,"epochs_run":3,"wall_s":0.2,"wall_s_at_best":0.1%s,"examples_per_s":50.0,"kernel":"fake","threads":%s}\n' "$seed" "$seed" "$seed" "$threads" > "$out/result.json"
 "#;
 
 struct Fixture {
@@ -305,7 +305,12 @@ fn dry_run_and_report_work_on_a_finished_sweep() {
     let md = std::fs::read_to_string(f.layout().report()).unwrap();
     assert!(md.contains("| lambda | n | test error (%) |"), "{md}");
     // Seeds 1 and 2 give 0.031 and 0.032: mean 3.15 %, sample std 0.07 %.
-    assert!(md.contains("| 0.1 | 2 | 3.15 ± 0.07 |"), "{md}");
+    // Each seed's test error; mean wall times 0.115 s up to the best and 0.2 s in all.
+    assert!(
+        md.contains("| 0.1 | 2 | 3.15 ± 0.07 | 3.10 (1), 3.20 (2) |"),
+        "{md}"
+    );
+    assert!(md.contains("| 0.1s | 0.2s |"), "{md}");
     for png in ["test_error_vs_lambda.png", "valid_curves.png"] {
         let bytes = std::fs::read(f.layout().root.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png} is a PNG");
