@@ -264,8 +264,9 @@ fn emitted_command_list_produces_the_same_summary_as_a_local_sweep() {
     assert!(b.values().all(|r| r["git_rev"] == "e2e-test"));
 }
 
-/// Two variants with the same phase 1: run one at a time, the second starts phase 2 from the
-/// first's pretrained checkpoint, and ends exactly where a run that pretrains itself ends.
+/// Two variants with the same phase 1 (one trains only an unbounded classifier in phase 2):
+/// run one at a time, the second starts phase 2 from the first's pretrained checkpoint, and
+/// ends exactly where a run that pretrains itself ends.
 #[test]
 fn runs_with_the_same_phase1_share_it_without_changing_their_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +278,7 @@ fn runs_with_the_same_phase1_share_it_without_changing_their_results() {
              n_valid = 200\n[base]\nn_hidden = 32\nn_steps = 3\nepochs_phase1 = 2\n\
              epochs_phase2 = 2\nvalid_interval = 1\nseed = 4\n\
              [[configs]]\nname = \"full\"\n\
-             [[configs]]\nname = \"linear\"\ntrain_encoder_phase2 = false\n\
+             [[configs]]\nname = \"linear\"\ntrain_encoder_phase2 = false\nc_row_bound = inf\n\
              [[configs]]\nname = \"other_phase1\"\nlambda = 0.05\n",
             fixture().display().to_string()
         ),

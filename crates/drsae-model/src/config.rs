@@ -285,13 +285,24 @@ impl Config {
     /// so that both can start phase 2 from one pretrained checkpoint: they may differ only
     /// in fields that phase 2 alone reads.
     pub fn same_phase1(&self, other: &Config) -> bool {
-        let phase1_only = |c: &Config| Config {
-            w_cls_phase2: 0.0,
-            train_encoder_phase2: true,
-            epochs_phase2: 0,
-            valid_interval: 1,
-            patience: None,
-            ..c.clone()
+        let phase1_only = |c: &Config| {
+            let mut p = Config {
+                w_cls_phase2: 0.0,
+                train_encoder_phase2: true,
+                epochs_phase2: 0,
+                valid_interval: 1,
+                patience: None,
+                ..c.clone()
+            };
+            // Without a classification loss in phase 1 the classifier never changes there:
+            // its rows start at unit norm, so a bound clearly above that never acts either.
+            if c.w_cls_phase1 == 0.0 && c.c_row_bound > 1.001 {
+                p.c_row_bound = f64::INFINITY;
+                p.mult_c = 0.0;
+                p.mult_c_bias = 0.0;
+                p.classifier_bias = true;
+            }
+            p
         };
         phase1_only(self) == phase1_only(other)
     }

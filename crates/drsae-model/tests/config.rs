@@ -115,6 +115,25 @@ fn same_phase1_ignores_phase2_fields_and_nothing_else() {
     };
     assert!(base.same_phase1(&phase2_only));
     assert!(phase2_only.same_phase1(&base));
+    // Without a phase-1 classification loss the classifier's settings do not reach phase 1,
+    // unless its bound is below the unit norm the rows start with.
+    let classifier = Config {
+        c_row_bound: f64::INFINITY,
+        mult_c: 1.0,
+        classifier_bias: false,
+        ..base.clone()
+    };
+    assert!(base.same_phase1(&classifier));
+    let tight = Config {
+        c_row_bound: 0.5,
+        ..base.clone()
+    };
+    assert!(!base.same_phase1(&tight));
+    let supervised = |c: &Config| Config {
+        w_cls_phase1: 0.1,
+        ..c.clone()
+    };
+    assert!(!supervised(&base).same_phase1(&supervised(&classifier)));
     let differs = [
         Config {
             seed: 1,
