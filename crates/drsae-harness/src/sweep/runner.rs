@@ -313,11 +313,13 @@ fn start(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    // Appended, not truncated: a resumed run's log keeps the history of its attempts.
+    // Appended, not truncated: a resumed run's log keeps the history of its attempts. The
+    // binary by name only: the log is a result, and its folder says nothing of this machine.
+    let bin = opts.bin.file_name().unwrap_or(opts.bin.as_os_str());
     let _ = writeln!(
         log,
         "==== drsae sweep (unix time {now}): {} {}",
-        opts.bin.display(),
+        bin.to_string_lossy(),
         shown.join(" ")
     );
     let err_log = log.try_clone().map_err(|e| SweepError::io(&log_path, e))?;
