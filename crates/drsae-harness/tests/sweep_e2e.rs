@@ -128,14 +128,15 @@ fn tiny_spec_sweeps_on_the_fixture_reports_and_skips_recorded_runs() {
     assert!(results.path().join("tiny/valid_curves.png").exists());
 }
 
-/// A spec long enough (10 epochs) that the sweep can be interrupted in the middle of a run.
+/// A spec long enough (60 epochs, a few hundred milliseconds) that the sweep can be interrupted
+/// in the middle of a run even when this test is descheduled for a while.
 fn resumable_spec(dir: &Path) -> PathBuf {
     let spec = dir.join("resume.toml");
     std::fs::write(
         &spec,
         format!(
             "[sweep]\nseeds = [1, 2]\n[sweep.data_args]\ndata_dir = {:?}\nallow_modified_data = true\n\
-             n_valid = 200\n[base]\nn_hidden = 32\nn_steps = 3\nepochs_phase1 = 3\nepochs_phase2 = 7\n\
+             n_valid = 200\n[base]\nn_hidden = 32\nn_steps = 3\nepochs_phase1 = 3\nepochs_phase2 = 57\n\
              valid_interval = 1\n",
             fixture().display().to_string()
         ),
