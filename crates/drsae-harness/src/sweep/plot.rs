@@ -128,7 +128,12 @@ pub fn error_vs_field(
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.x.as_str()))
         .collect();
-    let numeric: Option<Vec<f64>> = xs.iter().map(|x| x.parse::<f64>().ok()).collect();
+    // A numeric axis only when every value is a finite number: `inf` (an unbounded norm, say)
+    // would make the axis range infinite, so such a field is shown by category.
+    let numeric: Option<Vec<f64>> = xs
+        .iter()
+        .map(|x| x.parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect();
     let mut categories: Vec<String> = Vec::new();
     for x in &xs {
         if !categories.iter().any(|c| c == x) {
@@ -332,4 +337,28 @@ pub fn valid_curves(path: &Path, stem: &str, curves: &[Curve]) -> Result<(), Swe
     draw_legend(&mut chart, 16, SeriesLabelPosition::UpperRight).map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unbounded value (`inf`) among numbers is drawn as a category, not on an infinite
+    /// numeric axis (where drawing never finished).
+    #[test]
+    fn infinite_field_values_are_plotted_as_categories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.png");
+        let point = |x: &str, y: f64| Point {
+            x: x.into(),
+            y,
+            err: None,
+        };
+        let series = [Series {
+            name: String::new(),
+            points: vec![point("5.0", 7.3), point("inf", 2.1)],
+        }];
+        error_vs_field(&path, "s", "c_row_bound", &series, false).unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG"));
+    }
 }

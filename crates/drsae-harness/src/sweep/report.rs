@@ -254,7 +254,14 @@ pub fn run_report(args: &ReportArgs) -> Result<(), SweepError> {
         .count();
 
     let mut plots = Vec::new();
-    for (k, field) in spec.columns.iter().enumerate() {
+    // Named variants differ in several fields at once, so their one meaningful axis is the
+    // variant itself; grid axes and random fields each get a plot.
+    let axes: Vec<usize> = match spec.variation {
+        super::spec::Variation::Configs(_) => vec![0],
+        _ => (0..spec.columns.len()).collect(),
+    };
+    for k in axes {
+        let field = &spec.columns[k];
         // For a grid, one series per combination of the other axes' values, so that a 2-D
         // grid shows e.g. error against λ with one line per T. Variants and random points
         // differ in every column at once, so there they form a single series.
