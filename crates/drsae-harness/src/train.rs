@@ -308,10 +308,11 @@ struct FrozenCodes {
 impl FrozenCodes {
     fn new(engine: &mut Engine, data: &Dataset, config: &Config) -> Result<Self, TrainError> {
         let w = config.loss_weights(Phase::Finetune);
+        // The codes move into the split; only the training split's loss and activity are kept.
         let mut encode = |split: &Split| -> Result<(Split, Codes), TrainError> {
-            let codes = engine.encode(&split.images, &split.labels, &w)?;
+            let mut codes = engine.encode(&split.images, &split.labels, &w)?;
             let as_split = Split {
-                images: codes.z_hat.clone(),
+                images: std::mem::take(&mut codes.z_hat),
                 labels: split.labels.clone(),
                 dim: config.n_hidden,
             };
