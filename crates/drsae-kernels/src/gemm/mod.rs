@@ -321,11 +321,7 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmAr
             for js in 0..strips {
                 if g.c_cs == 1 && js + 1 < strips {
                     let next = g.c.wrapping_add(i0 * g.c_rs + (js + 1) * nr);
-                    for i in 0..MR.min(g.m - i0) {
-                        for v in 0..NV {
-                            s.prefetch_write(next.wrapping_add(i * g.c_rs + v * l));
-                        }
-                    }
+                    prefetch_tile::<S, NV>(s, next, MR.min(g.m - i0), g.c_rs);
                 }
                 // SAFETY: forwarded contract; `ragged_b` as described above.
                 unsafe { unpacked_tile::<S, MR, NV>(s, g, i0, js, full, rem, ragged_b) };
@@ -539,6 +535,11 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                             let (jr, ir) = (jp * nr, ip * MR);
                             let w = nr.min(nc - jr);
                             let r = MR.min(mc - ir);
+                            if shallow && g.c_cs == 1 && jr + nr < nc {
+                                // Bound by writing C: fetch the next tile's lines ahead.
+                                let next = g.c.wrapping_add((ic + ir) * g.c_rs + jc + jr + nr);
+                                prefetch_tile::<S, NV>(s, next, r, g.c_rs);
+                            }
                             let t = TileArgs {
                                 k: kc,
                                 a: abuf.wrapping_add(ip * MR * kc),
@@ -567,6 +568,18 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                     }
                 }
             }
+        }
+    }
+}
+
+/// Prefetches for writing the `NV` vectors of each of the `rows` rows of a C tile at `c`
+/// (row-major, row stride `c_rs`): shallow products are bound by writing C, and fetching the
+/// next tile's lines for ownership overlaps that with the current tile's arithmetic.
+#[inline(always)]
+fn prefetch_tile<S: Simd, const NV: usize>(s: S, c: *const f32, rows: usize, c_rs: usize) {
+    for i in 0..rows {
+        for v in 0..NV {
+            s.prefetch_write(c.wrapping_add(i * c_rs + v * S::LANES));
         }
     }
 }
