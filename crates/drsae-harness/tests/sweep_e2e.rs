@@ -2,26 +2,18 @@
 //! sweep, an interrupted-then-resumed sweep that must reproduce it exactly, the batch
 //! commands of `--emit list`, and the report.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{drsae, fixture, run_ok};
 use drsae_harness::sweep::spec::{DataOverrides, Spec};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `drsae` with a fixed git revision, so that no test depends on (or runs) git.
-fn drsae() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_drsae"));
-    c.env("DRSAE_GIT_REV", "e2e-test");
-    c
-}
-
-fn fixture() -> PathBuf {
-    repo().join("crates/drsae-data/tests/fixtures/mnist-mini")
 }
 
 /// Summary rows keyed by run id, each a column → value map.
@@ -62,17 +54,6 @@ fn numbers(rows: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<(String, [S
             )
         })
         .collect()
-}
-
-#[track_caller]
-fn run_ok(c: &mut Command) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

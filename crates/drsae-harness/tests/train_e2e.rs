@@ -1,18 +1,17 @@
 //! `drsae train` on the committed fixture: early stopping, and starting phase 2 from another
 //! run's pretrained checkpoint (which must give exactly what pretraining in place gives).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+
+use common::{drsae, fixture, run_ok};
 use drsae_model::checkpoint;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../drsae-data/tests/fixtures/mnist-mini")
-}
-
 /// `drsae train` on the fixture with a small network and the given overrides.
-fn train(out: &Path, sets: &[&str], extra: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_drsae"));
+fn train(out: &Path, sets: &[&str], extra: &[&str]) -> Command {
+    let mut c = drsae();
     c.args([
         "train",
         "--threads",
@@ -31,18 +30,8 @@ fn train(out: &Path, sets: &[&str], extra: &[&str]) -> Output {
     {
         c.args(["--set", s]);
     }
-    c.args(extra).output().expect("drsae runs")
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "drsae train failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    c.args(extra);
+    c
 }
 
 fn result(dir: &Path) -> serde_json::Value {
@@ -64,7 +53,7 @@ fn early_stopping_ends_phase2_patience_epochs_after_the_best() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let sets = ["epochs_phase1=1", "epochs_phase2=60", "patience=3"];
-    ok(train(&dir, &sets, &[]));
+    run_ok(&mut train(&dir, &sets, &[]));
     let r = result(&dir);
     let best = r["best_epoch"].as_u64().expect("best epoch");
     let run = r["epochs_run"].as_u64().expect("epochs run");
@@ -81,7 +70,7 @@ fn early_stopping_ends_phase2_patience_epochs_after_the_best() {
     );
 
     // Resuming a run that has stopped early trains nothing more.
-    ok(train(&dir, &sets, &["--resume"]));
+    run_ok(&mut train(&dir, &sets, &["--resume"]));
     assert_eq!(result(&dir)["epochs_run"].as_u64(), Some(run));
     assert_eq!(metrics_rows(&dir).len() as u64, run);
 }
@@ -93,9 +82,9 @@ fn phase2_from_a_shared_pretrained_checkpoint_equals_pretraining_in_place() {
     // The high rate leaves some decoder columns an ulp above their bound after projection
     // and their units silent: a resumed run must project them exactly as an unbroken one.
     let sets = ["epochs_phase1=2", "epochs_phase2=3", "learning_rate=0.05"];
-    ok(train(&a, &sets, &[]));
+    run_ok(&mut train(&a, &sets, &[]));
     let shared = a.join("pretrained.safetensors");
-    ok(train(
+    run_ok(&mut train(
         &b,
         &sets,
         &["--pretrained", shared.to_str().unwrap()],
@@ -120,7 +109,7 @@ fn phase2_from_a_shared_pretrained_checkpoint_equals_pretraining_in_place() {
         "learning_rate=0.05",
         "train_encoder_phase2=false",
     ];
-    ok(train(
+    run_ok(&mut train(
         &c,
         &frozen,
         &["--pretrained", shared.to_str().unwrap()],
@@ -133,7 +122,9 @@ fn phase2_from_a_shared_pretrained_checkpoint_equals_pretraining_in_place() {
         "learning_rate=0.05",
         "lambda=0.05",
     ];
-    let out = train(&d, &other, &["--pretrained", shared.to_str().unwrap()]);
+    let out = train(&d, &other, &["--pretrained", shared.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -143,7 +134,9 @@ fn phase2_from_a_shared_pretrained_checkpoint_equals_pretraining_in_place() {
     // So may a checkpoint that is not the end of phase 1.
     let e = tmp.path().join("e");
     let mid = a.join("checkpoint-last.safetensors");
-    let out = train(&e, &sets, &["--pretrained", mid.to_str().unwrap()]);
+    let out = train(&e, &sets, &["--pretrained", mid.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not the end of a 2-epoch phase 1"));
 }
