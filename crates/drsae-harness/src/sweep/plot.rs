@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::SweepError;
 
@@ -58,6 +59,9 @@ pub(crate) const COLORS: [RGBColor; 10] = [
 
 const SIZE: (u32, u32) = (960, 640);
 
+/// Width of one character of a 16-px axis label, rounded up (DejaVu Sans averages ~7.5 px).
+const LABEL_CHAR_PX: u32 = 8;
+
 /// Registers the embedded DejaVu Sans as "sans-serif" (once per process), for every plot.
 pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
@@ -99,6 +103,22 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> SweepError {
 fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
     let span = (hi - lo).max(hi.abs() * 0.1).max(1e-3);
     (lo - 0.1 * span).max(0.0)..hi + 0.1 * span
+}
+
+/// Whether category names written side by side under the x axis (one slot each) would run
+/// into each other.
+fn labels_collide(categories: &[String]) -> bool {
+    categories.len() as u32 * (widest_px(categories) + 10) > SIZE.0 - 110
+}
+
+/// Approximate width in pixels of the longest category name.
+fn widest_px(categories: &[String]) -> u32 {
+    let chars = categories
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0);
+    chars as u32 * LABEL_CHAR_PX
 }
 
 /// Tick labels: up to three significant digits, plain in the readable range.
@@ -184,12 +204,22 @@ pub fn error_vs_field(
         ys.iter().map(|y| y.1).fold(f64::NEG_INFINITY, f64::max),
     );
 
+    // Category names that would not fit side by side under the axis are written vertically
+    // below their ticks, with room for the longest (plotters centres rotated tick labels on
+    // the tick, across the axis, so these are drawn as text of their own).
+    let vertical = numeric.is_none() && labels_collide(&categories);
+    let x_label_area = if vertical {
+        widest_px(&categories) + 45
+    } else {
+        50
+    };
+
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("{stem}: test error vs {field}"), ("sans-serif", 26))
         .margin(20)
-        .x_label_area_size(50)
+        .x_label_area_size(x_label_area)
         .y_label_area_size(70)
         .build_cartesian_2d(x_range, y_range)
         .map_err(|e| plot_err(path, e))?;
@@ -199,7 +229,7 @@ pub fn error_vs_field(
             (Some(_), false) => sig3(*v),
             (None, _) => {
                 let i = v.round();
-                if (v - i).abs() < 1e-6 && i >= 0.0 {
+                if !vertical && (v - i).abs() < 1e-6 && i >= 0.0 {
                     categories.get(i as usize).cloned().unwrap_or_default()
                 } else {
                     String::new()
@@ -227,6 +257,17 @@ pub fn error_vs_field(
         .axis_desc_style(("sans-serif", 18))
         .draw()
         .map_err(|e| plot_err(path, e))?;
+    if vertical {
+        let style = TextStyle::from(("sans-serif", 16).into_font())
+            .pos(Pos::new(HPos::Left, VPos::Center))
+            .transform(FontTransform::Rotate90);
+        let bottom = chart.y_range().start;
+        for (i, name) in categories.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64, bottom));
+            root.draw(&Text::new(name.as_str(), (px, py + 12), style.clone()))
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
 
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -342,6 +383,24 @@ pub fn valid_curves(path: &Path, stem: &str, curves: &[Curve]) -> Result<(), Swe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_category_names_collide_and_short_ones_do_not() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!labels_collide(&names(&[
+            "n400_T11", "n200_T2", "n200_T11"
+        ])));
+        assert!(labels_collide(&names(&[
+            "n400_T11",
+            "n200_T2",
+            "n200_T11",
+            "n400_T11_linear_on_pretrained",
+            "n400_T11_linear_tuned",
+            "n400_T11_no_pretraining",
+        ])));
+        // Many short names collide too.
+        assert!(labels_collide(&names(&["abcdef"; 20])));
+    }
 
     /// An unbounded value (`inf`) among numbers is drawn as a category, not on an infinite
     /// numeric axis (where drawing never finished).
