@@ -334,7 +334,7 @@ fn shipped_specs_parse_and_expand() {
     };
     assert_eq!(count("quick.toml"), 1);
     assert_eq!(count("paper.toml"), 18);
-    assert_eq!(count("paper-ablations.toml"), 5);
+    assert_eq!(count("paper-ablations.toml"), 15);
     assert_eq!(count("lambda_t.toml"), 18);
     assert_eq!(count("tiny.toml"), 2);
     let tiny = Spec::load(&dir.join("tiny.toml"), &DataOverrides::default()).unwrap();
