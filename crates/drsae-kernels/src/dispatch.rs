@@ -37,6 +37,14 @@ macro_rules! entry_points {
             }
 
             /// # Safety
+            /// See `crate::gemm::gemm_depth_subset`.
+            $(#[$attr])*
+            pub(crate) unsafe fn gemm_depth_subset(s: $tok, g: &GemmArgs) {
+                // SAFETY: forwarded contract; the tile constants meet its requirements.
+                unsafe { crate::gemm::gemm_depth_subset::<$tok, $mr, $nv, $gb>(s, g) }
+            }
+
+            /// # Safety
             /// See `crate::sparse::gather_axpy`.
             $(#[$attr])*
             pub(crate) unsafe fn gather_axpy(

@@ -301,8 +301,61 @@ impl Kernels {
             c: c.as_mut_ptr(),
             c_rs: c.row_stride(),
             c_cs: c.col_stride(),
+            kidx: std::ptr::null(),
         };
         dispatch!(self, gemm(&g));
+    }
+
+    /// `C ← α·A(:, depth)·B(depth, :) + β·C`: the product over the depth steps `depth` lists
+    /// (in that order; a repeated index counts twice), reading only those columns of A and
+    /// rows of B. Equal to [`Kernels::gemm`] when A is zero outside those columns.
+    ///
+    /// DrSAE use: the recurrence `Z_t·Sᵀ`, its adjoint `DA_t·S` and the decoder `Z_T·Dᵀ` of a
+    /// group of examples, over the units active in at least one of them: rows of the weights
+    /// that no example needs are never read. With `β = 0` C is not read, as in `gemm`.
+    ///
+    /// # Panics
+    /// If the dimensions disagree (`A` is `m × k`, `B` is `k × n`, `C` is `m × n`), B's rows
+    /// are not contiguous, or an index is `>= k`.
+    pub fn gemm_depth_subset(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        depth: &[u32],
+        beta: f32,
+        mut c: MatMut<'_>,
+    ) {
+        assert!(
+            a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+            "gemm_depth_subset: A is {}x{}, B is {}x{}, C is {}x{}",
+            a.rows(),
+            a.cols(),
+            b.rows(),
+            b.cols(),
+            c.rows(),
+            c.cols()
+        );
+        sparse::require_rows_contiguous(&b, "gemm_depth_subset");
+        check_indices(depth, b.rows(), "gemm_depth_subset");
+        let g = gemm::GemmArgs {
+            m: c.rows(),
+            n: c.cols(),
+            k: depth.len(),
+            alpha,
+            a: a.as_ptr(),
+            a_rs: a.row_stride(),
+            a_cs: a.col_stride(),
+            b: b.as_ptr(),
+            b_rs: b.row_stride(),
+            b_cs: 1,
+            beta,
+            c: c.as_mut_ptr(),
+            c_rs: c.row_stride(),
+            c_cs: c.col_stride(),
+            kidx: depth.as_ptr(),
+        };
+        dispatch!(self, gemm_depth_subset(&g));
     }
 
     /// [`Kernels::gemm`], split into up to `threads` independent blocks of C (column blocks

@@ -291,3 +291,228 @@ proptest! {
         prop_assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
+
+/// One `gemm_depth_subset` case: A (m × k) and C in the given layouts, B (k × n) row-major with
+/// padding, and the depth steps `depth` (any order, repeats allowed).
+#[derive(Clone, Debug)]
+struct SubsetCase {
+    m: usize,
+    n: usize,
+    k: usize,
+    depth: Vec<u32>,
+    a_t: bool,
+    c_t: bool,
+    off: usize,
+    beta: f32,
+    seed: u64,
+}
+
+/// Runs a subset case on every kernel against an f64 loop over the listed steps; returns the
+/// failures.
+fn run_subset_case(kerns: &[Kernels], cs: &SubsetCase) -> Vec<String> {
+    let mut rng = rng(cs.seed);
+    let a = Strided::random(&mut rng, cs.m, cs.k, cs.a_t, 2, cs.off);
+    let b = Strided::random(&mut rng, cs.k, cs.n, false, 3, cs.off);
+    let c0 = if cs.beta == 0.0 {
+        Strided::new(cs.m, cs.n, cs.c_t, 1, cs.off, |_, _| f32::NAN)
+    } else {
+        Strided::random(&mut rng, cs.m, cs.n, cs.c_t, 1, cs.off)
+    };
+    let alpha = -1.5f32;
+    let mut failures = Vec::new();
+    for kern in kerns {
+        let mut c = c0.clone();
+        kern.gemm_depth_subset(alpha, a.view(), b.view(), &cs.depth, cs.beta, c.view_mut());
+        let outside = c.touched_outside();
+        if outside > 0 {
+            failures.push(format!(
+                "{}: {cs:?}: {outside} writes outside C",
+                kern.name()
+            ));
+        }
+        'check: for i in 0..cs.m {
+            for j in 0..cs.n {
+                let (mut acc, mut mag) = (0.0f64, 0.0f64);
+                for &p in &cs.depth {
+                    let x = f64::from(a.at(i, p as usize)) * f64::from(b.at(p as usize, j));
+                    acc += x;
+                    mag += x.abs();
+                }
+                let mut want = f64::from(alpha) * acc;
+                let mut scale = f64::from(alpha).abs() * mag;
+                if cs.beta != 0.0 {
+                    let c_in = f64::from(cs.beta) * f64::from(c0.at(i, j));
+                    want += c_in;
+                    scale += c_in.abs();
+                }
+                let got = f64::from(c.at(i, j));
+                let tol = tolerance(cs.depth.len(), scale);
+                // Written so that NaN fails the check.
+                let within = (got - want).abs() <= tol;
+                if !within {
+                    failures.push(format!(
+                        "{}: {cs:?}: C[{i}][{j}] = {got}, reference {want}, tolerance {tol:.3e}",
+                        kern.name()
+                    ));
+                    break 'check;
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// A subset of `0..k` at `density`, in ascending order.
+fn depth_subset(seed: u64, k: usize, density: f64) -> Vec<u32> {
+    let mut rng = rng(seed);
+    (0..k as u32)
+        .filter(|_| rng.random_range(0.0..1.0) < density)
+        .collect()
+}
+
+#[test]
+fn gemm_depth_subset_matches_reference_for_awkward_and_model_shapes() {
+    let kerns = all_kernels();
+    let mut failures = Vec::new();
+    let mut seed = 9000;
+    // Rows: 1 (the row-at-a-time path), MR ± 1, a group of 5; columns: below, at and above a
+    // vector and a tile, and the model's 400 and 784; depths at 0 %, 5 %, 50 % and 100 %.
+    for (m, n, k) in [
+        (1, 400, 400),
+        (1, 17, 33),
+        (1, 784, 400),
+        (5, 400, 400),
+        (5, 784, 400),
+        (5, 1, 7),
+        (2, 7, 17),
+        (11, 33, 17),
+        (12, 15, 16),
+        (13, 16, 1),
+        (25, 47, 40),
+        (10, 400, 784),
+    ] {
+        for density in [0.0, 0.05, 0.5, 1.0] {
+            seed += 1;
+            let layout = seed % 4;
+            failures.extend(run_subset_case(
+                &kerns,
+                &SubsetCase {
+                    m,
+                    n,
+                    k,
+                    depth: depth_subset(seed, k, density),
+                    a_t: layout & 1 == 1,
+                    c_t: layout == 2,
+                    off: (seed % 3) as usize,
+                    beta: if seed % 2 == 0 { 0.0 } else { 0.75 },
+                    seed,
+                },
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn gemm_depth_subset_equals_gemm_on_the_zeroed_complement() {
+    // A zero outside the subset: the subset product is the dense product (the engine's use).
+    for kern in all_kernels() {
+        let (m, k, n) = (5, 400, 400);
+        let mut rng = rng(77);
+        let depth = depth_subset(78, k, 0.3);
+        let mut a = random_vec(&mut rng, m * k);
+        for (p, v) in a.iter_mut().enumerate() {
+            if !depth.contains(&((p % k) as u32)) {
+                *v = 0.0;
+            }
+        }
+        let b = random_vec(&mut rng, k * n);
+        let (av, bv) = (
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+        );
+        let mut dense = vec![f32::NAN; m * n];
+        let mut subset = vec![f32::NAN; m * n];
+        kern.gemm(
+            1.0,
+            av,
+            bv,
+            0.0,
+            MatMut::row_major(&mut dense, m, n).unwrap(),
+        );
+        kern.gemm_depth_subset(
+            1.0,
+            av,
+            bv,
+            &depth,
+            0.0,
+            MatMut::row_major(&mut subset, m, n).unwrap(),
+        );
+        let (r, scale) = reference_gemm(1.0, &av, &bv, 0.0, None);
+        for (idx, (&x, &y)) in dense.iter().zip(&subset).enumerate() {
+            let tol = tolerance(k, scale[idx]);
+            assert!(
+                (f64::from(x) - r[idx]).abs() <= tol && (f64::from(y) - r[idx]).abs() <= tol,
+                "{}: element {idx}: dense {x}, subset {y}, reference {}",
+                kern.name(),
+                r[idx]
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_depth_subset_rejects_bad_indices_and_strided_b() {
+    let a = vec![0.0; 6];
+    let mut c = vec![0.0; 4];
+    let call = |depth: &[u32], b_t: bool, c: &mut [f32]| {
+        let b = MatRef::row_major(&a, 3, 2).unwrap();
+        let b = if b_t {
+            MatRef::row_major(&a, 2, 3).unwrap().t()
+        } else {
+            b
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kernels().gemm_depth_subset(
+                1.0,
+                MatRef::row_major(&a, 2, 3).unwrap(),
+                b,
+                depth,
+                0.0,
+                MatMut::row_major(c, 2, 2).unwrap(),
+            );
+        }))
+        .is_err()
+    };
+    assert!(!call(&[0, 2], false, &mut c), "a valid subset is accepted");
+    assert!(call(&[0, 3], false, &mut c), "index 3 of a depth of 3");
+    assert!(call(&[0], true, &mut c), "B with a column stride");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_depth_subset_matches_reference_for_random_subsets(
+        m in 0usize..30,
+        n in 0usize..70,
+        k in 1usize..40,
+        picks in prop::collection::vec(0usize..1000, 0..60),
+        a_t: bool,
+        c_t: bool,
+        off in 0usize..3,
+        beta in prop::sample::select(vec![0.0f32, 1.0, -0.25]),
+        seed: u64,
+    ) {
+        // Any order, with repeats.
+        let depth = picks.iter().map(|&p| (p % k) as u32).collect();
+        let cs = SubsetCase { m, n, k, depth, a_t, c_t, off, beta, seed };
+        let failures = run_subset_case(&all_kernels(), &cs);
+        prop_assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}

@@ -6,9 +6,11 @@
 //! example; at the activity DrSAE trains with (30–50 % of units on after pretraining) a row
 //! that is needed by one example is needed by nearly all of them, and a minibatch product on
 //! the register-tiled GEMM beats gathering active rows per example (see `results/kernels.csv`).
-//! The sparsity that survives batching is used where it is free: the ReLU masks of every
-//! adjoint, and decoder rows whose unit is off in the whole minibatch are neither marked
-//! changed nor projected again.
+//! The sparsity that survives batching is used through the depth of the products: each
+//! step's state `Z_t` and adjoint `DA_t` are zero outside the units active in some example of
+//! the group, so `Z_t·Sᵀ`, `DA_t·S` and `Z_T·Dᵀ` run over those units' rows of the weights
+//! only ([`Kernels::gemm_depth_subset`]); at minibatch 1 this is the per-example sparse
+//! product.
 //!
 //! Step by step, with `Z_t`, `DA_t` (B × n) the states and masked adjoints of step t:
 //! - forward: `U = X·Eᵀ − b`, `Z_1 = relu(U)`, `Z_{t+1} = relu(U + Z_t·Sᵀ)`, `R = Z_T·Dᵀ − X`;
@@ -36,6 +38,7 @@ use crate::config::{Config, Phase};
 use crate::params::{Grads, Params};
 use crate::reference::LossTerms;
 
+mod active;
 mod codes;
 pub use codes::Codes;
 
@@ -153,6 +156,8 @@ struct Batch {
     idx: Vec<u32>,
     /// Active units per step and example, step s at `s·bs`.
     counts: Vec<usize>,
+    /// Per step, the units active in at least one example: the depth the next products need.
+    active: active::ActiveUnion,
     /// Loss terms and predicted class per example.
     loss: Vec<LossTerms>,
     preds: Vec<u8>,
@@ -176,6 +181,7 @@ impl Batch {
             dzh: vec![0.0; n],
             idx: vec![0; n],
             counts: vec![0; t * cap],
+            active: active::ActiveUnion::new(t, n),
             loss: vec![LossTerms::default(); cap],
             preds: vec![0; cap],
         }
@@ -750,40 +756,6 @@ fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
     MatMut::row_major(data, rows, cols).expect(SHAPED)
 }
 
-/// `C ← α·A·B + β·C` with C's columns cut into blocks of [`COLS_PER_TASK`] by halving at
-/// block boundaries, the halves run as rayon tasks when `par`: the blocks, and so every
-/// element's arithmetic, depend only on the shapes (unlike [`Kernels::gemm_par`], whose
-/// blocks follow the thread count).
-fn gemm_cols(
-    k: &Kernels,
-    par: bool,
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: MatMut<'_>,
-) {
-    let n = c.cols();
-    if n <= COLS_PER_TASK {
-        k.gemm(alpha, a, b, beta, c);
-        return;
-    }
-    let half = (n / COLS_PER_TASK).div_ceil(2) * COLS_PER_TASK;
-    let (cl, cr) = c.split_at_col(half);
-    let (bl, br) = (
-        b.block(0, 0, b.rows(), half),
-        b.block(0, half, b.rows(), n - half),
-    );
-    let left = move || gemm_cols(k, par, alpha, a, bl, beta, cl);
-    let right = move || gemm_cols(k, par, alpha, a, br, beta, cr);
-    if par {
-        rayon::join(left, right);
-    } else {
-        left();
-        right();
-    }
-}
-
 /// What a forward or backward pass reads: weights, sizes, loss weights and kernels.
 #[derive(Clone, Copy)]
 struct Pass<'a> {
@@ -797,12 +769,51 @@ struct Pass<'a> {
     par: bool,
 }
 
+/// The depth steps worth restricting a product to: the active units `list` when they leave
+/// out some of the `k` rows of the weights, else none (the plain product).
+fn subset(list: &[u32], k: usize) -> Option<&[u32]> {
+    (list.len() < k).then_some(list)
+}
+
 impl Pass<'_> {
+    /// `C ← α·A·B + β·C`, over the depth steps `depth` alone when given (A is zero elsewhere,
+    /// so those rows of B are never read). With `par`, C's columns are cut into blocks of
+    /// [`COLS_PER_TASK`] by halving at block boundaries and the halves run as rayon tasks:
+    /// the blocks depend only on the shapes, and no element's arithmetic on the blocking.
+    fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        depth: Option<&[u32]>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) {
+        let n = c.cols();
+        if !self.par || n <= COLS_PER_TASK {
+            match depth {
+                Some(d) => self.k.gemm_depth_subset(alpha, a, b, d, beta, c),
+                None => self.k.gemm(alpha, a, b, beta, c),
+            }
+            return;
+        }
+        let half = (n / COLS_PER_TASK).div_ceil(2) * COLS_PER_TASK;
+        let (cl, cr) = c.split_at_col(half);
+        let (bl, br) = (
+            b.block(0, 0, b.rows(), half),
+            b.block(0, half, b.rows(), n - half),
+        );
+        rayon::join(
+            || self.gemm(alpha, a, bl, depth, beta, cl),
+            || self.gemm(alpha, a, br, depth, beta, cr),
+        );
+    }
+
     /// Forward pass of the minibatch `x` (bs × m) into `bt`: states, residuals, softmax
     /// probabilities, loss terms, predictions and active counts.
     fn forward(&self, bt: &mut Batch, x: &[f32], y: &[u8]) {
         let Dims { m, n, l, t, .. } = self.dims;
-        let (w, k, par) = (self.w, self.k, self.par);
+        let (w, k) = (self.w, self.k);
         let bs = y.len();
         bt.len = bs;
         let sz = bs * n;
@@ -814,7 +825,7 @@ impl Pass<'_> {
         }
         let xm = view(x, bs, m);
         let e_t = view(&w.e, n, m).t();
-        gemm_cols(k, par, 1.0, xm, e_t, 1.0, view_mut(&mut bt.u, bs, n));
+        self.gemm(1.0, xm, e_t, None, 1.0, view_mut(&mut bt.u, bs, n));
         // Z_1 = relu(U); Z_{t+1} = relu(U + Z_t·Sᵀ)
         let st = view(&w.st, n, n);
         for s in 0..t {
@@ -824,17 +835,21 @@ impl Pass<'_> {
             } else {
                 bt.a[..sz].copy_from_slice(&bt.u[..sz]);
                 let prev = view(&done[(s - 1) * sz..], bs, n);
-                gemm_cols(k, par, 1.0, prev, st, 1.0, view_mut(&mut bt.a, bs, n));
+                let depth = subset(bt.active.step(s - 1), n);
+                self.gemm(1.0, prev, st, depth, 1.0, view_mut(&mut bt.a, bs, n));
                 &bt.a[..sz]
             };
             let counts = &mut bt.counts[s * bs..(s + 1) * bs];
+            let mut union = bt.active.start(s);
             for ((a_row, z_row), count) in src
                 .chunks_exact(n)
                 .zip(rest[..sz].chunks_exact_mut(n))
                 .zip(counts)
             {
                 *count = k.relu_active(a_row, z_row, &mut bt.idx);
+                union.add(&bt.idx[..*count]);
             }
+            union.finish();
         }
         // R = Z_T·Dᵀ − X
         let z_last = &bt.z[(t - 1) * sz..t * sz];
@@ -842,12 +857,12 @@ impl Pass<'_> {
             *r = -xv;
         }
         let dt = view(&w.dt, n, m);
-        gemm_cols(
-            k,
-            par,
+        let depth = subset(bt.active.step(t - 1), n);
+        self.gemm(
             1.0,
             view(z_last, bs, n),
             dt,
+            depth,
             1.0,
             view_mut(&mut bt.r, bs, m),
         );
@@ -879,7 +894,7 @@ impl Pass<'_> {
     /// pass is in `bt`: leaves `DA_t`, `DU` and `∂L/∂logits`.
     fn backward(&self, bt: &mut Batch, y: &[u8]) {
         let Dims { m, n, l, t, .. } = self.dims;
-        let (w, k, par) = (self.w, self.k, self.par);
+        let (w, k) = (self.w, self.k);
         let bs = y.len();
         let sz = bs * n;
         let (w_rec, lambda, w_cls) = (
@@ -893,12 +908,11 @@ impl Pass<'_> {
         // d_z^T = w_rec·D·r + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits, masked by z^T > 0
         let last = (t - 1) * sz;
         let dt_t = view(&w.dt, n, m).t();
-        gemm_cols(
-            k,
-            par,
+        self.gemm(
             w_rec,
             view(&bt.r, bs, m),
             dt_t,
+            None,
             0.0,
             view_mut(&mut bt.da[last..], bs, n),
         );
@@ -924,16 +938,16 @@ impl Pass<'_> {
                 *du = *d;
             }
         }
-        // d_z^t = DA_{t+1}·S, d_a^t = d_z^t ⊙ 1[z^t > 0]
+        // d_z^t = DA_{t+1}·S (DA_{t+1} is zero outside the units active at step t+1),
+        // d_a^t = d_z^t ⊙ 1[z^t > 0]
         let s_mat = view(self.s, n, n);
         for s in (0..t - 1).rev() {
             let (lower, upper) = bt.da.split_at_mut((s + 1) * sz);
-            gemm_cols(
-                k,
-                par,
+            self.gemm(
                 1.0,
                 view(upper, bs, n),
                 s_mat,
+                subset(bt.active.step(s + 1), n),
                 0.0,
                 view_mut(&mut lower[s * sz..], bs, n),
             );

@@ -70,6 +70,8 @@ pub(crate) struct GemmArgs {
     pub c: *mut f32,
     pub c_rs: usize,
     pub c_cs: usize,
+    /// For [`gemm_depth_subset`]: B's row of each depth step (`k` of them); null otherwise.
+    pub kidx: *const u32,
 }
 
 /// 64-byte aligned storage for packed panels.
@@ -185,7 +187,7 @@ pub(crate) unsafe fn gemm<
                     c: g.c.wrapping_add(i * g.c_rs),
                     ..*g
                 };
-                single_row::<S, MR, NV, ROWV>(s, &row);
+                single_row::<S, MR, NV, ROWV, false>(s, &row);
             }
         } else if g.b_cs == 1
             && (g.m <= SMALL_M
@@ -194,13 +196,69 @@ pub(crate) unsafe fn gemm<
                     && g.n <= UNPACKED_MAX_N
                     && g.k.saturating_mul(g.n).saturating_mul(4) <= UNPACKED_B_MAX_BYTES))
         {
-            unpacked_b::<S, MR, NV>(s, g);
+            unpacked_b::<S, MR, NV, false>(s, g);
         } else if g.m <= SMALL_M && g.a_cs == 1 && g.b_rs == 1 {
             small_m_dots::<S, DRI, DRJ>(s, g);
         } else {
             packed::<S, MR, NV>(s, g);
         }
     }
+}
+
+/// `C ← α·A(:, kidx)·B(kidx, :) + β·C`: the product over the depth steps `kidx` names (`g.k`
+/// of them, `g.kidx` pointing at them), for a sparse A whose other columns are zero.
+///
+/// The selected columns of A are copied into a compact `m × k` block (`m·k` values against the
+/// `m·k·n` FMAs of the product); the tiles then read B's selected rows in place, so no row of
+/// B that the subset leaves out is touched.
+///
+/// # Safety
+/// As [`gemm`] with `b_cs == 1` and `k` the length of the subset; `g.kidx[..k]` readable and
+/// every index a row of A's columns and B's rows (`< ` their common depth).
+#[inline(always)]
+pub(crate) unsafe fn gemm_depth_subset<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const ROWV: usize,
+>(
+    s: S,
+    g: &GemmArgs,
+) {
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    if g.k == 0 || g.alpha == 0.0 {
+        // SAFETY: forwarded contract.
+        unsafe { scale_c(g) };
+        return;
+    }
+    let mut bufs = Buffers::take(g.m * g.k, 0);
+    let a = bufs.a();
+    for i in 0..g.m {
+        for q in 0..g.k {
+            // SAFETY: kidx[q] is a column of A (contract); the buffer holds m·k values.
+            unsafe {
+                let col = *g.kidx.add(q) as usize;
+                *a.add(i * g.k + q) = *g.a.add(i * g.a_rs + col * g.a_cs);
+            }
+        }
+    }
+    let h = GemmArgs {
+        a,
+        a_rs: g.k,
+        a_cs: 1,
+        ..*g
+    };
+    // SAFETY: the compact A holds the m × k selected values; B's rows are read through kidx.
+    unsafe {
+        if g.m == 1 && g.c_cs == 1 {
+            single_row::<S, MR, NV, ROWV, true>(s, &h);
+        } else {
+            unpacked_b::<S, MR, NV, true>(s, &h);
+        }
+    }
+    drop(bufs);
 }
 
 /// `C ← β·C` (writing zeros without reading when β = 0), for `k = 0` or `α = 0`.
@@ -220,12 +278,18 @@ unsafe fn scale_c(g: &GemmArgs) {
 }
 
 /// One row of C, B with unit column stride: C's row (≤ ROWV vectors at a time) in registers, B
-/// streamed once in order.
+/// streamed once in order (with `IDX`, the rows `kidx` names, in that order).
 ///
 /// # Safety
-/// As [`gemm`], with `m == 1`, `b_cs == 1`, `c_cs == 1`.
+/// As [`gemm`], with `m == 1`, `b_cs == 1`, `c_cs == 1`; with `IDX`, as [`gemm_depth_subset`].
 #[inline(always)]
-unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usize>(
+unsafe fn single_row<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const ROWV: usize,
+    const IDX: bool,
+>(
     s: S,
     g: &GemmArgs,
 ) {
@@ -248,6 +312,7 @@ unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usiz
                 a_ks: g.a_cs,
                 b: g.b.wrapping_add(v0 * l),
                 b_ks: g.b_rs,
+                kidx: g.kidx,
                 c: g.c.wrapping_add(v0 * l),
                 c_rs: g.c_rs,
                 c_cs: 1,
@@ -258,7 +323,7 @@ unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usiz
             macro_rules! arms {
                 ($($n:literal)*) => {
                     match nb {
-                        $($n if $n <= ROWV => tile::tile::<S, 1, $n, 1>(s, &t),)*
+                        $($n if $n <= ROWV => tile::tile::<S, 1, $n, 1, IDX>(s, &t),)*
                         _ => unreachable!("row block of {nb} vectors"),
                     }
                 };
@@ -281,17 +346,20 @@ unsafe fn single_row<S: Simd, const MR: usize, const NV: usize, const ROWV: usiz
             ..*g
         };
         // SAFETY: columns done..n of B and C are addressed.
-        unsafe { unpacked_b::<S, MR, NV>(s, &rest) };
+        unsafe { unpacked_b::<S, MR, NV, IDX>(s, &rest) };
     }
 }
 
 /// B with unit column stride: no packing (except a zero-padded copy of a ragged last column
-/// strip).
+/// strip). With `IDX`, depth step p reads B's row `kidx[p]`.
 ///
 /// # Safety
-/// As [`gemm`], with `b_cs == 1`.
+/// As [`gemm`], with `b_cs == 1`; with `IDX`, as [`gemm_depth_subset`].
 #[inline(always)]
-unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) {
+unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize, const IDX: bool>(
+    s: S,
+    g: &GemmArgs,
+) {
     // Naive algorithm:
     //   for i in 0..m { for j in 0..n { C[i][j] = α·Σ_p A[i][p]·B[p][j] + β·C[i][j] } }
     // Optimised: register tiles of ≤ MR rows × NR columns read A and B in place. Deep products
@@ -308,9 +376,21 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmAr
     let mut ragged_b = g.b;
     if rem != 0 && rem != l {
         let buf = bufs.insert(Buffers::take(0, g.k * nr)).b();
-        // SAFETY: the strip (all k rows, columns full·NR..n) is addressed; the buffer holds
-        // k·NR values.
-        unsafe { pack::pack_b::<S, NV>(s, g.k, rem, g.b.add(full * nr), g.b_rs, 1, buf) };
+        if IDX {
+            // The copy holds the selected rows in depth order, so its tile reads it in order.
+            for q in 0..g.k {
+                // SAFETY: row kidx[q] of B (columns full·NR..n) is addressed; row q of the
+                // buffer holds NR values.
+                unsafe {
+                    let row = g.b.add(*g.kidx.add(q) as usize * g.b_rs + full * nr);
+                    pack::pack_b::<S, NV>(s, 1, rem, row, g.b_rs, 1, buf.add(q * nr));
+                }
+            }
+        } else {
+            // SAFETY: the strip (all k rows, columns full·NR..n) is addressed; the buffer
+            // holds k·NR values.
+            unsafe { pack::pack_b::<S, NV>(s, g.k, rem, g.b.add(full * nr), g.b_rs, 1, buf) };
+        }
         ragged_b = buf;
     }
     let strips = full + usize::from(rem != 0);
@@ -324,14 +404,14 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmAr
                     prefetch_tile::<S, NV>(s, next, MR.min(g.m - i0), g.c_rs);
                 }
                 // SAFETY: forwarded contract; `ragged_b` as described above.
-                unsafe { unpacked_tile::<S, MR, NV>(s, g, i0, js, full, rem, ragged_b) };
+                unsafe { unpacked_tile::<S, MR, NV, IDX>(s, g, i0, js, full, rem, ragged_b) };
             }
         }
     } else {
         for js in 0..strips {
             for i0 in (0..g.m).step_by(MR) {
                 // SAFETY: as above.
-                unsafe { unpacked_tile::<S, MR, NV>(s, g, i0, js, full, rem, ragged_b) };
+                unsafe { unpacked_tile::<S, MR, NV, IDX>(s, g, i0, js, full, rem, ragged_b) };
             }
         }
     }
@@ -343,9 +423,9 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmAr
 ///
 /// # Safety
 /// As [`unpacked_b`]; `ragged_b` holds the zero-padded ragged strip when `rem` is neither 0
-/// nor `LANES`.
+/// nor `LANES` (with `IDX`, its rows already in depth order).
 #[inline(always)]
-unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize, const IDX: bool>(
     s: S,
     g: &GemmArgs,
     i0: usize,
@@ -357,12 +437,12 @@ unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
     let l = S::LANES;
     let nr = NV * l;
     let j0 = js * nr;
-    let (b, b_ks, w, narrow) = if js < full {
-        (g.b.wrapping_add(j0), g.b_rs, nr, false)
+    let (b, b_ks, w, narrow, packed) = if js < full {
+        (g.b.wrapping_add(j0), g.b_rs, nr, false, false)
     } else if rem == l {
-        (g.b.wrapping_add(j0), g.b_rs, rem, NV > 1)
+        (g.b.wrapping_add(j0), g.b_rs, rem, NV > 1, false)
     } else {
-        (ragged_b, nr, rem, false)
+        (ragged_b, nr, rem, false, true)
     };
     let r = MR.min(g.m - i0);
     let t = TileArgs {
@@ -372,6 +452,7 @@ unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
         a_ks: g.a_cs,
         b,
         b_ks,
+        kidx: g.kidx,
         c: g.c.wrapping_add(i0 * g.c_rs + j0 * g.c_cs),
         c_rs: g.c_rs,
         c_cs: g.c_cs,
@@ -383,14 +464,16 @@ unsafe fn unpacked_tile<S: Simd, const MR: usize, const NV: usize>(
     // strips read NV vectors of B in place, a one-vector strip one vector, and the ragged strip
     // NV vectors of the zero-padded copy.
     unsafe {
-        if narrow {
-            tile_rows::<S, 1, MR>(s, r, &t);
+        if IDX && packed {
+            tile_rows::<S, NV, MR, false>(s, r, &t);
+        } else if narrow {
+            tile_rows::<S, 1, MR, IDX>(s, r, &t);
         } else if g.a_rs == 1 {
             // Column-major A (`d_uᵀ` in the weight gradients): a literal row step lets the
             // broadcasts use constant offsets instead of a chain of address additions.
-            tile_rows::<S, NV, MR>(s, r, &TileArgs { a_rs: 1, ..t });
+            tile_rows::<S, NV, MR, IDX>(s, r, &TileArgs { a_rs: 1, ..t });
         } else {
-            tile_rows::<S, NV, MR>(s, r, &t);
+            tile_rows::<S, NV, MR, IDX>(s, r, &t);
         }
     }
 }
@@ -547,6 +630,7 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                                 a_ks: MR,
                                 b: bbuf.wrapping_add(jp * nr * kc),
                                 b_ks: nr,
+                                kidx: std::ptr::null(),
                                 c: g.c.wrapping_add((ic + ir) * g.c_rs + (jc + jr) * g.c_cs),
                                 c_rs: g.c_rs,
                                 c_cs: g.c_cs,
@@ -559,9 +643,9 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                             // only the first vector of each packed row.
                             unsafe {
                                 if w <= l && NV > 1 {
-                                    tile_rows::<S, 1, MR>(s, r, &t);
+                                    tile_rows::<S, 1, MR, false>(s, r, &t);
                                 } else {
-                                    tile_rows::<S, NV, MR>(s, r, &t);
+                                    tile_rows::<S, NV, MR, false>(s, r, &t);
                                 }
                             }
                         }

@@ -19,9 +19,12 @@ pub(crate) struct TileArgs {
     pub a: *const f32,
     pub a_rs: usize,
     pub a_ks: usize,
-    /// Vector `v` of B's row `p` at `b + p*b_ks + v*LANES` (all `NV` vectors readable).
+    /// Vector `v` of B's row `p` at `b + p*b_ks + v*LANES` (all `NV` vectors readable); in an
+    /// indexed tile (`IDX`), at `b + kidx[p]*b_ks + v*LANES`.
     pub b: *const f32,
     pub b_ks: usize,
+    /// The B rows of an indexed tile's depth steps (`k` of them); unused otherwise.
+    pub kidx: *const u32,
     /// C(i, j) at `c + i*c_rs + j*c_cs`, for `i < R` and `j < n_valid`.
     pub c: *mut f32,
     pub c_rs: usize,
@@ -38,14 +41,24 @@ pub(crate) struct TileArgs {
 /// few independent FMA chains: the FMA latency (4 cycles) times the FMA ports (2) means at
 /// least 8 chains must be in flight to keep the units busy.
 ///
+/// With `IDX`, B's depth step `p` is row `kidx[p]`: a product over a subset of the depth,
+/// A holding only the selected columns.
+///
 /// # Safety
-/// Every A(i, p), `i < R`, `p < k`, and every B vector `p < k`, `v < NV` must be readable.
+/// Every A(i, p), `i < R`, `p < k`, and every B vector `p < k`, `v < NV` must be readable
+/// (with `IDX`: `kidx[..k]` readable and the B rows it names).
 #[inline(always)]
 #[allow(
     clippy::needless_range_loop,
     reason = "indices address several register arrays at once; iterators obscure the tile"
 )]
-pub(crate) unsafe fn bcast_tile<S: Simd, const R: usize, const NV: usize, const U: usize>(
+pub(crate) unsafe fn bcast_tile<
+    S: Simd,
+    const R: usize,
+    const NV: usize,
+    const U: usize,
+    const IDX: bool,
+>(
     s: S,
     t: &TileArgs,
 ) -> [[S::V; NV]; R] {
@@ -56,13 +69,23 @@ pub(crate) unsafe fn bcast_tile<S: Simd, const R: usize, const NV: usize, const 
     let mut acc = [[[s.zero(); NV]; R]; U];
     let mut ap = t.a;
     let mut bp = t.b;
+    // B's row for depth step q, of which `bp` is step p.
+    let b_row = |bp: *const f32, q: usize, u: usize| {
+        if IDX {
+            // SAFETY: `q < k` and `kidx[..k]` is readable (contract).
+            t.b.wrapping_add(unsafe { *t.kidx.add(q) } as usize * t.b_ks)
+        } else {
+            bp.wrapping_add(u * t.b_ks)
+        }
+    };
     let mut p = 0;
     while p + U <= t.k {
         for u in 0..U {
+            let row = b_row(bp, p + u, u);
             let mut bv = [s.zero(); NV];
             for v in 0..NV {
                 // SAFETY: `p + u < k`, so this B vector is readable by the contract.
-                bv[v] = unsafe { s.load(bp.add(u * t.b_ks + v * l)) };
+                bv[v] = unsafe { s.load(row.add(v * l)) };
             }
             for i in 0..R {
                 // SAFETY: `i < R` and `p + u < k`: A(i, p+u) is readable by the contract.
@@ -78,10 +101,11 @@ pub(crate) unsafe fn bcast_tile<S: Simd, const R: usize, const NV: usize, const 
         p += U;
     }
     while p < t.k {
+        let row = b_row(bp, p, 0);
         let mut bv = [s.zero(); NV];
         for v in 0..NV {
             // SAFETY: `p < k`, so this B vector is readable.
-            bv[v] = unsafe { s.load(bp.add(v * l)) };
+            bv[v] = unsafe { s.load(row.add(v * l)) };
         }
         for i in 0..R {
             // SAFETY: `i < R`, `p < k`.
@@ -216,13 +240,19 @@ pub(crate) unsafe fn store_tile<S: Simd, const R: usize, const NV: usize>(
 /// # Safety
 /// The contracts of both.
 #[inline(always)]
-pub(crate) unsafe fn tile<S: Simd, const R: usize, const NV: usize, const U: usize>(
+pub(crate) unsafe fn tile<
+    S: Simd,
+    const R: usize,
+    const NV: usize,
+    const U: usize,
+    const IDX: bool,
+>(
     s: S,
     t: &TileArgs,
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        let acc = bcast_tile::<S, R, NV, U>(s, t);
+        let acc = bcast_tile::<S, R, NV, U, IDX>(s, t);
         store_tile::<S, R, NV>(s, &acc, t);
     }
 }
@@ -234,7 +264,7 @@ pub(crate) unsafe fn tile<S: Simd, const R: usize, const NV: usize, const U: usi
 /// # Safety
 /// As [`tile`] with `R = r`.
 #[inline(always)]
-pub(crate) unsafe fn tile_rows<S: Simd, const NV: usize, const MR: usize>(
+pub(crate) unsafe fn tile_rows<S: Simd, const NV: usize, const MR: usize, const IDX: bool>(
     s: S,
     r: usize,
     t: &TileArgs,
@@ -242,18 +272,18 @@ pub(crate) unsafe fn tile_rows<S: Simd, const NV: usize, const MR: usize>(
     // SAFETY: forwarded contract, `R = r` in every arm.
     unsafe {
         match r {
-            1 => tile::<S, 1, NV, 4>(s, t),
-            2 => tile::<S, 2, NV, 2>(s, t),
-            3 => tile::<S, 3, NV, 2>(s, t),
-            4 if MR >= 4 => tile::<S, 4, NV, 1>(s, t),
-            5 if MR >= 5 => tile::<S, 5, NV, 1>(s, t),
-            6 if MR >= 6 => tile::<S, 6, NV, 1>(s, t),
-            7 if MR >= 7 => tile::<S, 7, NV, 1>(s, t),
-            8 if MR >= 8 => tile::<S, 8, NV, 1>(s, t),
-            9 if MR >= 9 => tile::<S, 9, NV, 1>(s, t),
-            10 if MR >= 10 => tile::<S, 10, NV, 1>(s, t),
-            11 if MR >= 11 => tile::<S, 11, NV, 1>(s, t),
-            12 if MR >= 12 => tile::<S, 12, NV, 1>(s, t),
+            1 => tile::<S, 1, NV, 4, IDX>(s, t),
+            2 => tile::<S, 2, NV, 2, IDX>(s, t),
+            3 => tile::<S, 3, NV, 2, IDX>(s, t),
+            4 if MR >= 4 => tile::<S, 4, NV, 1, IDX>(s, t),
+            5 if MR >= 5 => tile::<S, 5, NV, 1, IDX>(s, t),
+            6 if MR >= 6 => tile::<S, 6, NV, 1, IDX>(s, t),
+            7 if MR >= 7 => tile::<S, 7, NV, 1, IDX>(s, t),
+            8 if MR >= 8 => tile::<S, 8, NV, 1, IDX>(s, t),
+            9 if MR >= 9 => tile::<S, 9, NV, 1, IDX>(s, t),
+            10 if MR >= 10 => tile::<S, 10, NV, 1, IDX>(s, t),
+            11 if MR >= 11 => tile::<S, 11, NV, 1, IDX>(s, t),
+            12 if MR >= 12 => tile::<S, 12, NV, 1, IDX>(s, t),
             _ => unreachable!("tile rows {r} exceed MR = {MR}"),
         }
     }
