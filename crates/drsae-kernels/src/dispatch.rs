@@ -45,6 +45,22 @@ macro_rules! entry_points {
             }
 
             /// # Safety
+            /// See `crate::transpose::transpose`.
+            $(#[$attr])*
+            pub(crate) unsafe fn transpose(
+                s: $tok,
+                rows: usize,
+                cols: usize,
+                src: *const f32,
+                src_rs: usize,
+                dst: *mut f32,
+                dst_rs: usize,
+            ) {
+                // SAFETY: forwarded contract.
+                unsafe { crate::transpose::transpose(s, rows, cols, src, src_rs, dst, dst_rs) }
+            }
+
+            /// # Safety
             /// See `crate::sparse::gather_axpy`.
             $(#[$attr])*
             pub(crate) unsafe fn gather_axpy(

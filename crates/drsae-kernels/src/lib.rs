@@ -31,6 +31,7 @@ mod gemm;
 mod mat;
 mod simd;
 mod sparse;
+mod transpose;
 
 pub use mat::{LayoutError, MatMut, MatRef};
 pub use sparse::{SparseError, SparseRows};
@@ -408,6 +409,33 @@ impl Kernels {
                 start += len;
             }
         });
+    }
+
+    /// `dst ← srcᵀ` (`src` is `r × c`, `dst` is `c × r`), both with contiguous rows.
+    ///
+    /// DrSAE use: the engine keeps the recurrent weights in both layouts (`Sᵀ` for the forward
+    /// product, `S` for the adjoint) and refreshes one from the other after every update.
+    ///
+    /// # Panics
+    /// If the shapes do not match or either matrix's rows are not contiguous.
+    pub fn transpose(&self, src: MatRef<'_>, mut dst: MatMut<'_>) {
+        assert!(
+            src.rows() == dst.cols() && src.cols() == dst.rows(),
+            "transpose: src is {}x{}, dst is {}x{}",
+            src.rows(),
+            src.cols(),
+            dst.rows(),
+            dst.cols()
+        );
+        sparse::require_rows_contiguous(&src, "transpose");
+        sparse::require_rows_contiguous(&dst.rb(), "transpose");
+        if src.rows() == 0 || src.cols() == 0 {
+            return;
+        }
+        let (rows, cols) = (src.rows(), src.cols());
+        let (sp, srs) = (src.as_ptr(), src.row_stride());
+        let (dp, drs) = (dst.as_mut_ptr(), dst.row_stride());
+        dispatch!(self, transpose(rows, cols, sp, srs, dp, drs));
     }
 
     /// `y += Σ_k vals[k] · W[idx[k], :]`: a sparse vector times a dense matrix.

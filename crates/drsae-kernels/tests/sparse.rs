@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use drsae_kernels::{MatMut, MatRef, SparseRows};
+use drsae_kernels::{MatMut, MatRef, SparseRows, kernels};
 use rand::RngExt;
 
 /// A `rows × cols` matrix with roughly `density` of its entries non-zero.
@@ -425,4 +425,53 @@ fn sparse_kernels_reject_out_of_range_indices() {
         drsae_kernels::kernels().gather_axpy(&mut y, wv, &[4], &[1.0]);
     }));
     assert!(r.is_err());
+}
+
+#[test]
+fn transpose_matches_naive_and_stays_inside_dst() {
+    // Below, at and above the 8 × 8 block in each direction, and the model's 400 × 400 and
+    // 784 × 400; rows padded and the start unaligned, poison around the destination.
+    for kern in all_kernels() {
+        for (r, c) in [
+            (0, 5),
+            (1, 1),
+            (1, 9),
+            (7, 8),
+            (8, 8),
+            (9, 17),
+            (16, 7),
+            (33, 15),
+            (400, 400),
+            (784, 400),
+        ] {
+            let mut rng = rng((r * 1000 + c) as u64);
+            let src = Strided::random(&mut rng, r, c, false, 3, 1);
+            let mut dst = Strided::new(c, r, false, 2, 3, |_, _| POISON);
+            kern.transpose(src.view(), dst.view_mut());
+            assert_eq!(dst.touched_outside(), 0, "{}: {r}x{c}", kern.name());
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(
+                        dst.at(j, i).to_bits(),
+                        src.at(i, j).to_bits(),
+                        "{}: {r}x{c} at ({i}, {j})",
+                        kern.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn transpose_rejects_mismatched_shapes() {
+    let a = vec![0.0; 6];
+    let mut b = vec![0.0; 6];
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kernels().transpose(
+            MatRef::row_major(&a, 2, 3).unwrap(),
+            MatMut::row_major(&mut b, 2, 3).unwrap(),
+        );
+    }));
+    assert!(result.is_err());
 }

@@ -108,11 +108,7 @@ impl Weights {
 
 /// Row-major transpose of an r×c matrix into a c×r one.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for i in 0..rows {
-        for j in 0..cols {
-            dst[j * rows + i] = src[i * cols + j];
-        }
-    }
+    drsae_kernels::kernels().transpose(view(src, rows, cols), view_mut(dst, cols, rows));
 }
 
 /// Sizes and switches that every batch computation needs.
@@ -658,7 +654,7 @@ impl Engine {
             match target {
                 Target::Weights(scales, bounds) => {
                     ctx.accumulate(w, scales, bounds);
-                    mirror(&w.st, s, dims.n);
+                    mirror(kernels, &w.st, s, dims.n);
                 }
                 Target::Gradient => {
                     let g = grad
@@ -691,16 +687,12 @@ enum Target {
 }
 
 /// `s ← stᵀ` (n×n), in fixed row blocks.
-fn mirror(st: &[f32], s: &mut [f32], n: usize) {
+fn mirror(k: &Kernels, st: &[f32], s: &mut [f32], n: usize) {
     s.par_chunks_mut(ROWS_PER_TASK * n)
         .enumerate()
         .for_each(|(task, rows)| {
-            for (r, row) in rows.chunks_exact_mut(n).enumerate() {
-                let i = task * ROWS_PER_TASK + r;
-                for (v, st_row) in row.iter_mut().zip(st.chunks_exact(n)) {
-                    *v = st_row[i];
-                }
-            }
+            let (r0, h) = (task * ROWS_PER_TASK, rows.len() / n);
+            k.transpose(view(st, n, n).block(0, r0, n, h), view_mut(rows, h, n));
         });
 }
 
@@ -840,16 +832,17 @@ impl Pass<'_> {
                 &bt.a[..sz]
             };
             let counts = &mut bt.counts[s * bs..(s + 1) * bs];
-            let mut union = bt.active.start(s);
-            for ((a_row, z_row), count) in src
-                .chunks_exact(n)
-                .zip(rest[..sz].chunks_exact_mut(n))
-                .zip(counts)
-            {
-                *count = k.relu_active(a_row, z_row, &mut bt.idx);
-                union.add(&bt.idx[..*count]);
-            }
-            union.finish();
+            let idx = &mut bt.idx;
+            bt.active.build(s, |union| {
+                for ((a_row, z_row), count) in src
+                    .chunks_exact(n)
+                    .zip(rest[..sz].chunks_exact_mut(n))
+                    .zip(counts)
+                {
+                    *count = k.relu_active(a_row, z_row, idx);
+                    union.add(&idx[..*count]);
+                }
+            });
         }
         // R = Z_T·Dᵀ − X
         let z_last = &bt.z[(t - 1) * sz..t * sz];

@@ -2,6 +2,53 @@
 //! products that follow (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`), whose other rows of the weights meet
 //! only zeros and are skipped.
 
+/// Scratch for the union of index lists below `n`: no allocation once built.
+#[derive(Clone, Debug)]
+pub(super) struct Marks {
+    seen: Vec<bool>,
+}
+
+impl Marks {
+    pub(super) fn new(n: usize) -> Self {
+        Self {
+            seen: vec![false; n],
+        }
+    }
+
+    /// Starts a union; add lists to it, then finish it into an output.
+    pub(super) fn start(&mut self) -> UnionBuilder<'_> {
+        self.seen.fill(false);
+        UnionBuilder {
+            seen: &mut self.seen,
+        }
+    }
+}
+
+/// One union being gathered (see [`Marks::start`]).
+pub(super) struct UnionBuilder<'a> {
+    seen: &'a mut [bool],
+}
+
+impl UnionBuilder<'_> {
+    /// Adds a list of indices below n.
+    pub(super) fn add(&mut self, list: &[u32]) {
+        for &i in list {
+            self.seen[i as usize] = true;
+        }
+    }
+
+    /// Writes the union, ascending and without repeats, to the front of `out` (n long);
+    /// returns its length.
+    pub(super) fn finish(self, out: &mut [u32]) -> usize {
+        let mut count = 0;
+        for (i, _) in self.seen.iter().enumerate().filter(|&(_, &on)| on) {
+            out[count] = i as u32;
+            count += 1;
+        }
+        count
+    }
+}
+
 /// Per step, the ascending list of units active in at least one example of a group.
 #[derive(Clone, Debug)]
 pub(super) struct ActiveUnion {
@@ -9,8 +56,7 @@ pub(super) struct ActiveUnion {
     /// Step s's list at `s·n`, its length in `len[s]`.
     units: Vec<u32>,
     len: Vec<usize>,
-    /// Scratch: which units the step being built has seen.
-    seen: Vec<bool>,
+    marks: Marks,
 }
 
 impl ActiveUnion {
@@ -20,7 +66,7 @@ impl ActiveUnion {
             n,
             units: vec![0; steps * n],
             len: vec![0; steps],
-            seen: vec![false; n],
+            marks: Marks::new(n),
         }
     }
 
@@ -29,67 +75,39 @@ impl ActiveUnion {
         &self.units[s * self.n..s * self.n + self.len[s]]
     }
 
-    /// Starts step `s`'s union; add each example's active list, then finish it.
-    pub(super) fn start(&mut self, s: usize) -> UnionBuilder<'_> {
-        self.seen.fill(false);
-        UnionBuilder { union: self, s }
-    }
-}
-
-/// One step's union being gathered (see [`ActiveUnion::start`]).
-pub(super) struct UnionBuilder<'a> {
-    union: &'a mut ActiveUnion,
-    s: usize,
-}
-
-impl UnionBuilder<'_> {
-    /// Adds one example's active units (indices below n).
-    pub(super) fn add(&mut self, active: &[u32]) {
-        for &i in active {
-            self.union.seen[i as usize] = true;
-        }
-    }
-
-    /// Stores the union, ascending, as the step's list.
-    pub(super) fn finish(self) {
-        let ActiveUnion {
-            n,
-            units,
-            len,
-            seen,
-            ..
-        } = self.union;
-        let out = &mut units[self.s * *n..(self.s + 1) * *n];
-        let mut count = 0;
-        for (i, _) in seen.iter().enumerate().filter(|&(_, &on)| on) {
-            out[count] = i as u32;
-            count += 1;
-        }
-        len[self.s] = count;
+    /// Builds step `s`'s list: `fill` adds each example's active units to the builder.
+    pub(super) fn build(&mut self, s: usize, fill: impl FnOnce(&mut UnionBuilder<'_>)) {
+        let mut b = self.marks.start();
+        fill(&mut b);
+        self.len[s] = b.finish(&mut self.units[s * self.n..(s + 1) * self.n]);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ActiveUnion;
+    use super::{ActiveUnion, Marks};
 
     #[test]
     fn union_is_ascending_without_repeats_and_per_step() {
-        let mut u = ActiveUnion::new(2, 10);
-        let mut b = u.start(0);
-        b.add(&[7, 2, 9]);
-        b.add(&[2, 3]);
-        b.add(&[]);
-        b.finish();
-        let mut b = u.start(1);
-        b.add(&[0]);
-        b.finish();
+        let mut u = ActiveUnion::new(3, 10);
+        u.build(0, |b| {
+            b.add(&[7, 2, 9]);
+            b.add(&[2, 3]);
+            b.add(&[]);
+        });
+        u.build(1, |b| b.add(&[0]));
+        u.build(2, |b| b.add(&[9, 4]));
         assert_eq!(u.step(0), &[2, 3, 7, 9]);
         assert_eq!(u.step(1), &[0]);
+        let mut marks = Marks::new(10);
+        let mut b = marks.start();
+        b.add(u.step(1));
+        b.add(u.step(2));
+        let mut out = [0; 10];
+        let len = b.finish(&mut out);
+        assert_eq!(&out[..len], &[0, 4, 9]);
         // A new pass replaces a step's list rather than adding to it.
-        let mut b = u.start(0);
-        b.add(&[5]);
-        b.finish();
+        u.build(0, |b| b.add(&[5]));
         assert_eq!(u.step(0), &[5]);
     }
 }
