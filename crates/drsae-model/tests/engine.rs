@@ -157,6 +157,25 @@ fn engine_gradients_match_reference_for_uneven_and_growing_batch_sizes() {
     }
 }
 
+/// One and two rectifications: no recurrent step at all (the `S` gradient is empty) and a
+/// single one.
+#[test]
+fn engine_gradients_match_reference_for_one_and_two_steps() {
+    let ds = fixture();
+    for n_steps in [1, 2] {
+        let cfg = Config {
+            n_steps,
+            ..full_size_config()
+        };
+        let params = initialize_seeded(&cfg, &ds.train.images);
+        let mut engine = Engine::new(&params, &cfg, 2).unwrap();
+        let (x, y) = first_batch(&ds, 10, 4, 2);
+        check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
+        engine.train_step(&x, &y, Phase::Finetune, 0).unwrap();
+        check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
+    }
+}
+
 #[test]
 fn engine_gradients_match_reference_at_full_size_after_training() {
     let ds = fixture();
