@@ -1,5 +1,6 @@
 //! Criterion benches of the sparse products beside the dense GEMM they replace:
-//! `(B×784 sparse)(784×400)` and `(B×400 sparse)(400×400)` at 5 %, 15 % and 30 % density.
+//! `(B×784 sparse)(784×400)` and `(B×400 sparse)(400×400)` at 5 %, 15 % and 30 % density, by
+//! row gathers (`sparse_gemm`) and over the depth some row needs (`gemm_depth_subset`).
 //!
 //! Throughput is the dense product's `2·B·K·N`, so the sparse rows read as "dense-equivalent"
 //! FLOP/s and compare directly with the dense rows.
@@ -25,8 +26,11 @@ fn sparse(c: &mut Criterion) {
             for &d in &DENSITIES {
                 let mut p = SparseProblem::new(op, b, k, N_HIDDEN, d, 3);
                 let id = format!("{}/density={:.0}%", p.dims(), d * 100.0);
-                group.bench_function(BenchmarkId::new("sparse_gemm", id), |bch| {
+                group.bench_function(BenchmarkId::new("sparse_gemm", &id), |bch| {
                     bch.iter(|| p.run_sparse(kern))
+                });
+                group.bench_function(BenchmarkId::new("gemm_depth_subset", &id), |bch| {
+                    bch.iter(|| p.run_depth_subset(kern))
                 });
             }
         }

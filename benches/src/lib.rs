@@ -180,6 +180,8 @@ pub struct SparseProblem {
     pub density: f64,
     x_dense: Vec<f32>,
     x: SparseRows,
+    /// The columns of X that hold a non-zero in some row: the depth of the subset product.
+    depth: Vec<u32>,
     w: Vec<f32>,
     /// `Wᵀ` stored row-major (`N × K`), as the model stores `E` (`n × m`).
     wt: Vec<f32>,
@@ -203,6 +205,10 @@ impl SparseProblem {
             drsae_kernels::kernels(),
             MatRef::row_major(&x_dense, batch, k).expect("X view"),
         );
+        let depth = (0..k)
+            .filter(|&p| (0..batch).any(|r| x_dense[r * k + p] != 0.0))
+            .map(|p| p as u32)
+            .collect();
         let w = random_matrix(seed + 1, k, n);
         let mut wt = vec![0.0; k * n];
         for p in 0..k {
@@ -218,6 +224,7 @@ impl SparseProblem {
             density,
             x_dense,
             x,
+            depth,
             w,
             wt,
             y: vec![0.0; batch * n],
@@ -242,6 +249,25 @@ impl SparseProblem {
     /// Measured density of X.
     pub fn actual_density(&self) -> f64 {
         self.x.density()
+    }
+
+    /// Fraction of the depth that some row of X needs (the union of their non-zero columns).
+    pub fn depth_fraction(&self) -> f64 {
+        self.depth.len() as f64 / self.k.max(1) as f64
+    }
+
+    /// Flops the depth-subset product performs: `2·B·|depth|·N`.
+    pub fn depth_subset_flops(&self) -> u64 {
+        2 * (self.batch * self.depth.len() * self.n) as u64
+    }
+
+    /// `Y += X·W` with the dense GEMM over the depth that some row of X needs.
+    pub fn run_depth_subset(&mut self, kern: &Kernels) {
+        let x = MatRef::row_major(&self.x_dense, self.batch, self.k).expect("X view");
+        let w = MatRef::row_major(&self.w, self.k, self.n).expect("W view");
+        let y = MatMut::row_major(&mut self.y, self.batch, self.n).expect("Y view");
+        kern.gemm_depth_subset(1.0, x, w, &self.depth, 1.0, y);
+        black_box(&mut self.y);
     }
 
     /// `Y += X·W` with the sparse kernel.

@@ -1,6 +1,8 @@
 //! Measures the kernel result table single-threaded and writes it as CSV (plus markdown on
 //! stdout): the model's dense products beside `matrixmultiply`, and the sparse products beside
-//! the dense ones they replace.
+//! the dense ones they replace. The depth-subset rows (`gemm_depth_subset_*`, the product the
+//! engine runs over a group's active units) give as density the fraction of the depth that
+//! some row of X needs, and GFLOP/s over that depth.
 //!
 //! Usage: `kernel_table OUT.csv [GIT_REV]` (or `GIT_REV` in the environment). The kernels are
 //! `drsae_kernels::kernels()`, so `DRSAE_ISA=avx2` measures another path. An existing file is
@@ -115,7 +117,9 @@ fn main() {
     for &b in &BATCHES {
         for (op, k) in [("enc", N_INPUT), ("rec", N_HIDDEN)] {
             for &d in &DENSITIES {
-                if !format!("sparse_gemm_{op}").contains(&filter) {
+                if !format!("sparse_gemm_{op}").contains(&filter)
+                    && !format!("gemm_depth_subset_{op}").contains(&filter)
+                {
                     continue;
                 }
                 // One problem (one W, one X) for every variant, so they differ only in the
@@ -131,6 +135,7 @@ fn main() {
                         &mut || {
                             fma_chains(PEAK_ITERS);
                         },
+                        &mut || sp.borrow_mut().run_depth_subset(kern),
                     ],
                     WARMUP,
                     BATCH_TIME,
@@ -154,10 +159,26 @@ fn main() {
                         speedup_nt: Some(t[4] / ts),
                     });
                 }
+                rows.push(Row {
+                    peak: peak_flops / t[5] / 1e9,
+                    op: format!("gemm_depth_subset_{op}"),
+                    shape: sp.dims(),
+                    b,
+                    gflops: sp.depth_subset_flops() as f64 / t[6] / 1e9,
+                    mm_gflops: dense_f / t[2] / 1e9,
+                    ratio: t[2] / t[6],
+                    density: Some(sp.depth_fraction()),
+                    dense_equiv: Some(dense_f / t[6] / 1e9),
+                    speedup: Some(t[1] / t[6]),
+                    speedup_nt: Some(t[4] / t[6]),
+                });
                 eprintln!(
-                    "sparse {op} b={b} d={d}: speed-up {:.2} (with convert {:.2})",
+                    "sparse {op} b={b} d={d}: speed-up {:.2} (with convert {:.2}), depth subset \
+                     {:.2} over {:.0} % of the depth",
                     t[1] / t[0],
-                    t[1] / t[3]
+                    t[1] / t[3],
+                    t[1] / t[6],
+                    100.0 * sp.depth_fraction()
                 );
             }
         }
