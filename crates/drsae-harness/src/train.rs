@@ -213,6 +213,8 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
                 best_test_error: None,
                 wall_s: 0.0,
                 best_wall_s: None,
+                examples_trained: 0,
+                train_s: 0.0,
             };
             (params, state)
         }
@@ -227,8 +229,6 @@ pub fn run_train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<u8, TrainErr
         stop,
         progress: crate::progress::Progress::new(),
         frozen: None,
-        examples_trained: 0,
-        train_seconds: 0.0,
     };
     if start_from_shared {
         // The run's own copy, under its own configuration, so that it is complete by itself
@@ -289,8 +289,6 @@ struct Run {
     /// The splits encoded once by the frozen encoder, in a phase 2 that trains only the
     /// classifier (`train_encoder_phase2 = false`).
     frozen: Option<FrozenCodes>,
-    examples_trained: u64,
-    train_seconds: f64,
 }
 
 /// Each split's codes ẑ as a split of its own (same labels, n values per example), so that
@@ -484,8 +482,8 @@ impl Run {
             self.progress.advance(buf.len as u64);
         }
         let secs = t0.elapsed().as_secs_f64();
-        self.train_seconds += secs;
-        self.examples_trained += n as u64;
+        self.state.train_s += secs;
+        self.state.examples_trained += n as u64;
         self.state.updates = k;
         self.state.epoch = epoch;
 
@@ -609,8 +607,8 @@ impl Run {
             epochs_run: self.epochs_run(),
             wall_s: prior_wall + start.elapsed().as_secs_f64(),
             wall_s_at_best: self.state.best_wall_s,
-            examples_per_s: if self.train_seconds > 0.0 {
-                self.examples_trained as f64 / self.train_seconds
+            examples_per_s: if self.state.train_s > 0.0 {
+                self.state.examples_trained as f64 / self.state.train_s
             } else {
                 0.0
             },

@@ -1,5 +1,6 @@
-//! `drsae train` on the committed fixture: early stopping, and starting phase 2 from another
-//! run's pretrained checkpoint (which must give exactly what pretraining in place gives).
+//! `drsae train` on the committed fixture: early stopping (and what a resumed run reports),
+//! and starting phase 2 from another run's pretrained checkpoint (which must give exactly what
+//! pretraining in place gives).
 
 mod common;
 
@@ -69,9 +70,15 @@ fn early_stopping_ends_phase2_patience_epochs_after_the_best() {
         "{r}"
     );
 
-    // Resuming a run that has stopped early trains nothing more.
+    let rate = r["examples_per_s"].as_f64().expect("examples/s");
+    assert!(rate > 0.0, "{r}");
+
+    // Resuming a run that has stopped early trains nothing more, and reports the rate of the
+    // training its checkpoint records, not of this process (which trained nothing).
     run_ok(&mut train(&dir, &sets, &["--resume"]));
-    assert_eq!(result(&dir)["epochs_run"].as_u64(), Some(run));
+    let again = result(&dir);
+    assert_eq!(again["epochs_run"].as_u64(), Some(run));
+    assert_eq!(again["examples_per_s"].as_f64(), Some(rate), "{again}");
     assert_eq!(metrics_rows(&dir).len() as u64, run);
 }
 

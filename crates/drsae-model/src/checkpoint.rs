@@ -46,6 +46,13 @@ pub struct TrainState {
     /// apart from the epochs that early stopping spends confirming it.
     #[serde(default)]
     pub best_wall_s: Option<f64>,
+    /// Examples trained on so far, over every resumption: with `train_s`, the run's mean
+    /// training rate, whichever processes trained it.
+    #[serde(default)]
+    pub examples_trained: u64,
+    /// Seconds the training steps of those examples took (evaluation excluded).
+    #[serde(default)]
+    pub train_s: f64,
 }
 
 /// Everything a checkpoint file holds.

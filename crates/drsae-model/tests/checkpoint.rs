@@ -45,6 +45,8 @@ fn sample_checkpoint() -> Checkpoint {
             best_test_error: Some(0.0112),
             best_wall_s: Some(1234.5),
             wall_s: 1234.5,
+            examples_trained: 8_500_000,
+            train_s: 1100.25,
         },
     }
 }
