@@ -277,33 +277,7 @@ impl Kernels {
     /// # Panics
     /// If the dimensions disagree: `A` is `m × k`, `B` is `k × n`, `C` is `m × n`.
     pub fn gemm(&self, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'_>) {
-        assert!(
-            a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-            "gemm: A is {}x{}, B is {}x{}, C is {}x{}",
-            a.rows(),
-            a.cols(),
-            b.rows(),
-            b.cols(),
-            c.rows(),
-            c.cols()
-        );
-        let g = gemm::GemmArgs {
-            m: c.rows(),
-            n: c.cols(),
-            k: a.cols(),
-            alpha,
-            a: a.as_ptr(),
-            a_rs: a.row_stride(),
-            a_cs: a.col_stride(),
-            b: b.as_ptr(),
-            b_rs: b.row_stride(),
-            b_cs: b.col_stride(),
-            beta,
-            c: c.as_mut_ptr(),
-            c_rs: c.row_stride(),
-            c_cs: c.col_stride(),
-            kidx: std::ptr::null(),
-        };
+        let g = gemm_args("gemm", alpha, a, b, beta, &mut c);
         dispatch!(self, gemm(&g));
     }
 
@@ -327,34 +301,15 @@ impl Kernels {
         beta: f32,
         mut c: MatMut<'_>,
     ) {
-        assert!(
-            a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-            "gemm_depth_subset: A is {}x{}, B is {}x{}, C is {}x{}",
-            a.rows(),
-            a.cols(),
-            b.rows(),
-            b.cols(),
-            c.rows(),
-            c.cols()
-        );
+        let g = gemm_args("gemm_depth_subset", alpha, a, b, beta, &mut c);
         sparse::require_rows_contiguous(&b, "gemm_depth_subset");
         check_indices(depth, b.rows(), "gemm_depth_subset");
+        // Rows of B are contiguous (checked; a single column may report any stride).
         let g = gemm::GemmArgs {
-            m: c.rows(),
-            n: c.cols(),
             k: depth.len(),
-            alpha,
-            a: a.as_ptr(),
-            a_rs: a.row_stride(),
-            a_cs: a.col_stride(),
-            b: b.as_ptr(),
-            b_rs: b.row_stride(),
             b_cs: 1,
-            beta,
-            c: c.as_mut_ptr(),
-            c_rs: c.row_stride(),
-            c_cs: c.col_stride(),
             kidx: depth.as_ptr(),
+            ..g
         };
         dispatch!(self, gemm_depth_subset(&g));
     }
@@ -686,6 +641,47 @@ impl Kernels {
     /// `x *= alpha`.
     pub fn scale(&self, x: &mut [f32], alpha: f32) {
         dispatch!(self, scale(x, alpha))
+    }
+}
+
+/// The raw parts of `C ← α·A·B + β·C` over the whole depth.
+///
+/// # Panics
+/// If the dimensions disagree: `A` is `m × k`, `B` is `k × n`, `C` is `m × n`.
+fn gemm_args(
+    what: &str,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+) -> gemm::GemmArgs {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+        "{what}: A is {}x{}, B is {}x{}, C is {}x{}",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols(),
+        c.rows(),
+        c.cols()
+    );
+    gemm::GemmArgs {
+        m: c.rows(),
+        n: c.cols(),
+        k: a.cols(),
+        alpha,
+        a: a.as_ptr(),
+        a_rs: a.row_stride(),
+        a_cs: a.col_stride(),
+        b: b.as_ptr(),
+        b_rs: b.row_stride(),
+        b_cs: b.col_stride(),
+        beta,
+        c: c.as_mut_ptr(),
+        c_rs: c.row_stride(),
+        c_cs: c.col_stride(),
+        kidx: std::ptr::null(),
     }
 }
 
