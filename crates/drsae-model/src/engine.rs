@@ -20,7 +20,7 @@
 //!   stacked steps),
 //!   `E += α·DUᵀ·X`, `Dᵀ += α·w_rec·Z_Tᵀ·R`, then the projections of spec §5.
 //!
-//! Parallelism and reproducibility: the minibatch is cut into [`GROUPS`] groups of
+//! Parallelism and reproducibility: the minibatch is cut into two groups (`GROUPS`) of
 //! consecutive examples whose sizes depend on the batch size alone; each group runs the whole
 //! forward and backward recurrence as one task, and the update splits every weight matrix
 //! into fixed row blocks, each adding the groups' products in order. Every element's
