@@ -98,12 +98,6 @@ struct Buffers(PackBufs);
 impl Buffers {
     /// Buffers of at least `a_len` and `b_len` floats, 64-byte aligned.
     fn take(a_len: usize, b_len: usize) -> Buffers {
-        fn grow(v: &mut Vec<Line>, len: usize) {
-            let lines = len.div_ceil(16).max(1);
-            if v.len() < lines {
-                v.resize(lines, Line([0.0; 16]));
-            }
-        }
         let mut bufs = BUFS
             .try_with(|cell| {
                 cell.try_borrow_mut()
@@ -124,6 +118,21 @@ impl Buffers {
 
     fn b(&mut self) -> *mut f32 {
         self.0.b.as_mut_ptr().cast()
+    }
+
+    /// The B buffer grown to at least `len` floats (A's buffer, and pointers into it, stay
+    /// valid).
+    fn b_with(&mut self, len: usize) -> *mut f32 {
+        grow(&mut self.0.b, len);
+        self.b()
+    }
+}
+
+/// Grows a buffer to at least `len` floats.
+fn grow(v: &mut Vec<Line>, len: usize) {
+    let lines = len.div_ceil(16).max(1);
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; 16]));
     }
 }
 
@@ -171,6 +180,7 @@ pub(crate) unsafe fn gemm<
         } else if g.b_cs == 1 && g.c_cs == 1 && (g.m == 1 || g.k <= ROW_K) {
             // One row of C at a time (with B tiny and L1-resident when m > 1): C is written
             // in memory order, one sequential stream.
+            let mut bufs = None;
             for i in 0..g.m {
                 // Shallow products are bound by writing C: fetch the lines of a row ahead for
                 // ownership while this one is computed.
@@ -187,7 +197,7 @@ pub(crate) unsafe fn gemm<
                     c: g.c.wrapping_add(i * g.c_rs),
                     ..*g
                 };
-                single_row::<S, MR, NV, ROWV, false>(s, &row);
+                single_row::<S, MR, NV, ROWV, false>(s, &row, &mut bufs);
             }
         } else if g.b_cs == 1
             && (g.m <= SMALL_M
@@ -196,7 +206,7 @@ pub(crate) unsafe fn gemm<
                     && g.n <= UNPACKED_MAX_N
                     && g.k.saturating_mul(g.n).saturating_mul(4) <= UNPACKED_B_MAX_BYTES))
         {
-            unpacked_b::<S, MR, NV, false>(s, g);
+            unpacked_b::<S, MR, NV, false>(s, g, &mut None);
         } else if g.m <= SMALL_M && g.a_cs == 1 && g.b_rs == 1 {
             small_m_dots::<S, DRI, DRJ>(s, g);
         } else {
@@ -233,8 +243,8 @@ pub(crate) unsafe fn gemm_depth_subset<
         unsafe { scale_c(g) };
         return;
     }
-    let mut bufs = Buffers::take(g.m * g.k, 0);
-    let a = bufs.a();
+    let mut held = Buffers::take(g.m * g.k, 0);
+    let a = held.a();
     for i in 0..g.m {
         for q in 0..g.k {
             // SAFETY: kidx[q] is a column of A (contract); the buffer holds m·k values.
@@ -250,15 +260,16 @@ pub(crate) unsafe fn gemm_depth_subset<
         a_cs: 1,
         ..*g
     };
+    // The ragged-strip copy, if any, goes to the same buffers' B side.
+    let mut bufs = Some(held);
     // SAFETY: the compact A holds the m × k selected values; B's rows are read through kidx.
     unsafe {
         if g.m == 1 && g.c_cs == 1 {
-            single_row::<S, MR, NV, ROWV, true>(s, &h);
+            single_row::<S, MR, NV, ROWV, true>(s, &h, &mut bufs);
         } else {
-            unpacked_b::<S, MR, NV, true>(s, &h);
+            unpacked_b::<S, MR, NV, true>(s, &h, &mut bufs);
         }
     }
-    drop(bufs);
 }
 
 /// `C ← β·C` (writing zeros without reading when β = 0), for `k = 0` or `α = 0`.
@@ -278,7 +289,8 @@ unsafe fn scale_c(g: &GemmArgs) {
 }
 
 /// One row of C, B with unit column stride: C's row (≤ ROWV vectors at a time) in registers, B
-/// streamed once in order (with `IDX`, the rows `kidx` names, in that order).
+/// streamed once in order (with `IDX`, the rows `kidx` names, in that order). `bufs` as in
+/// [`unpacked_b`].
 ///
 /// # Safety
 /// As [`gemm`], with `m == 1`, `b_cs == 1`, `c_cs == 1`; with `IDX`, as [`gemm_depth_subset`].
@@ -292,6 +304,7 @@ unsafe fn single_row<
 >(
     s: S,
     g: &GemmArgs,
+    bufs: &mut Option<Buffers>,
 ) {
     // Naive algorithm:
     //   for j in 0..n { C[0][j] = α·Σ_p A[0][p]·B[p][j] + β·C[0][j] }
@@ -346,12 +359,14 @@ unsafe fn single_row<
             ..*g
         };
         // SAFETY: columns done..n of B and C are addressed.
-        unsafe { unpacked_b::<S, MR, NV, IDX>(s, &rest) };
+        unsafe { unpacked_b::<S, MR, NV, IDX>(s, &rest, bufs) };
     }
 }
 
 /// B with unit column stride: no packing (except a zero-padded copy of a ragged last column
-/// strip). With `IDX`, depth step p reads B's row `kidx[p]`.
+/// strip, made in the B side of `bufs`: the caller's buffers if it holds them, else taken
+/// here and kept there for the caller's next call). With `IDX`, depth step p reads B's row
+/// `kidx[p]`.
 ///
 /// # Safety
 /// As [`gemm`], with `b_cs == 1`; with `IDX`, as [`gemm_depth_subset`].
@@ -359,6 +374,7 @@ unsafe fn single_row<
 unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize, const IDX: bool>(
     s: S,
     g: &GemmArgs,
+    bufs: &mut Option<Buffers>,
 ) {
     // Naive algorithm:
     //   for i in 0..m { for j in 0..n { C[i][j] = α·Σ_p A[i][p]·B[p][j] + β·C[i][j] } }
@@ -372,10 +388,11 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize, const IDX: bool>
     let rem = g.n - full * nr;
     // The ragged last strip, if any, is copied zero-padded (k × NR) so the kernel loads whole
     // vectors; exactly one vector (400 and 784 columns end this way) is read in place.
-    let mut bufs = None;
     let mut ragged_b = g.b;
     if rem != 0 && rem != l {
-        let buf = bufs.insert(Buffers::take(0, g.k * nr)).b();
+        let buf = bufs
+            .get_or_insert_with(|| Buffers::take(0, 0))
+            .b_with(g.k * nr);
         if IDX {
             // The copy holds the selected rows in depth order, so its tile reads it in order.
             for q in 0..g.k {
@@ -415,7 +432,6 @@ unsafe fn unpacked_b<S: Simd, const MR: usize, const NV: usize, const IDX: bool>
             }
         }
     }
-    drop(bufs);
 }
 
 /// The tile of [`unpacked_b`] at row `i0` and column strip `js` (of `full` whole strips and a

@@ -2,29 +2,7 @@
 //! products that follow (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`), whose other rows of the weights meet
 //! only zeros and are skipped.
 
-/// Scratch for the union of index lists below `n`: no allocation once built.
-#[derive(Clone, Debug)]
-pub(super) struct Marks {
-    seen: Vec<bool>,
-}
-
-impl Marks {
-    pub(super) fn new(n: usize) -> Self {
-        Self {
-            seen: vec![false; n],
-        }
-    }
-
-    /// Starts a union; add lists to it, then finish it into an output.
-    pub(super) fn start(&mut self) -> UnionBuilder<'_> {
-        self.seen.fill(false);
-        UnionBuilder {
-            seen: &mut self.seen,
-        }
-    }
-}
-
-/// One union being gathered (see [`Marks::start`]).
+/// One union being gathered (see [`ActiveUnion::build`]).
 pub(super) struct UnionBuilder<'a> {
     seen: &'a mut [bool],
 }
@@ -56,7 +34,8 @@ pub(super) struct ActiveUnion {
     /// Step s's list at `s·n`, its length in `len[s]`.
     units: Vec<u32>,
     len: Vec<usize>,
-    marks: Marks,
+    /// Scratch: which units the union being built holds.
+    seen: Vec<bool>,
 }
 
 impl ActiveUnion {
@@ -66,7 +45,7 @@ impl ActiveUnion {
             n,
             units: vec![0; steps * n],
             len: vec![0; steps],
-            marks: Marks::new(n),
+            seen: vec![false; n],
         }
     }
 
@@ -77,7 +56,10 @@ impl ActiveUnion {
 
     /// Builds step `s`'s list: `fill` adds each example's active units to the builder.
     pub(super) fn build(&mut self, s: usize, fill: impl FnOnce(&mut UnionBuilder<'_>)) {
-        let mut b = self.marks.start();
+        self.seen.fill(false);
+        let mut b = UnionBuilder {
+            seen: &mut self.seen,
+        };
         fill(&mut b);
         self.len[s] = b.finish(&mut self.units[s * self.n..(s + 1) * self.n]);
     }
@@ -85,7 +67,7 @@ impl ActiveUnion {
 
 #[cfg(test)]
 mod tests {
-    use super::{ActiveUnion, Marks};
+    use super::ActiveUnion;
 
     #[test]
     fn union_is_ascending_without_repeats_and_per_step() {
@@ -99,13 +81,12 @@ mod tests {
         u.build(2, |b| b.add(&[9, 4]));
         assert_eq!(u.step(0), &[2, 3, 7, 9]);
         assert_eq!(u.step(1), &[0]);
-        let mut marks = Marks::new(10);
-        let mut b = marks.start();
-        b.add(u.step(1));
-        b.add(u.step(2));
-        let mut out = [0; 10];
-        let len = b.finish(&mut out);
-        assert_eq!(&out[..len], &[0, 4, 9]);
+        let mut v = ActiveUnion::new(1, 10);
+        v.build(0, |b| {
+            b.add(u.step(1));
+            b.add(u.step(2));
+        });
+        assert_eq!(v.step(0), &[0, 4, 9]);
         // A new pass replaces a step's list rather than adding to it.
         u.build(0, |b| b.add(&[5]));
         assert_eq!(u.step(0), &[5]);
