@@ -4,7 +4,7 @@
 //! Used by the criterion benches (`benches/*.rs`) and by the `kernel_table` binary, so both
 //! measure exactly the same problems.
 
-use drsae_kernels::{Kernels, MatMut, MatRef, SparseRows};
+use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef, SparseRows};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
@@ -98,13 +98,14 @@ pub fn sparse_matrix(seed: u64, rows: usize, cols: usize, density: f64) -> Vec<f
         .collect()
 }
 
-/// Operands of one dense product, stored as the layout says.
+/// Operands of one dense product, stored as the layout says, each starting a cache line as the
+/// engine's matrices do.
 pub struct GemmProblem {
     /// The shape.
     pub shape: GemmShape,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    c: Vec<f32>,
+    a: AlignedVec,
+    b: AlignedVec,
+    c: AlignedVec,
 }
 
 impl GemmProblem {
@@ -112,9 +113,9 @@ impl GemmProblem {
     pub fn new(shape: GemmShape, seed: u64) -> Self {
         GemmProblem {
             shape,
-            a: random_matrix(seed, shape.m, shape.k),
-            b: random_matrix(seed + 1, shape.k, shape.n),
-            c: vec![0.0; shape.m * shape.n],
+            a: AlignedVec::from_slice(&random_matrix(seed, shape.m, shape.k)),
+            b: AlignedVec::from_slice(&random_matrix(seed + 1, shape.k, shape.n)),
+            c: AlignedVec::zeros(shape.m * shape.n),
         }
     }
 
@@ -178,14 +179,14 @@ pub struct SparseProblem {
     pub n: usize,
     /// Target density of X.
     pub density: f64,
-    x_dense: Vec<f32>,
+    x_dense: AlignedVec,
     x: SparseRows,
     /// The columns of X that hold a non-zero in some row: the depth of the subset product.
     depth: Vec<u32>,
-    w: Vec<f32>,
+    w: AlignedVec,
     /// `Wᵀ` stored row-major (`N × K`), as the model stores `E` (`n × m`).
-    wt: Vec<f32>,
-    y: Vec<f32>,
+    wt: AlignedVec,
+    y: AlignedVec,
 }
 
 impl SparseProblem {
@@ -222,12 +223,12 @@ impl SparseProblem {
             k,
             n,
             density,
-            x_dense,
+            x_dense: AlignedVec::from_slice(&x_dense),
             x,
             depth,
-            w,
-            wt,
-            y: vec![0.0; batch * n],
+            w: AlignedVec::from_slice(&w),
+            wt: AlignedVec::from_slice(&wt),
+            y: AlignedVec::zeros(batch * n),
         }
     }
 

@@ -26,6 +26,7 @@
 //! assert_eq!(c, a);
 //! ```
 
+mod aligned;
 mod dispatch;
 mod gemm;
 mod mat;
@@ -33,6 +34,7 @@ mod simd;
 mod sparse;
 mod transpose;
 
+pub use aligned::AlignedVec;
 pub use mat::{LayoutError, MatMut, MatRef};
 pub use sparse::{SparseError, SparseRows};
 

@@ -30,7 +30,7 @@
 //! task that updated it), and `Sᵀ` is kept so that the forward product reads it row by row.
 //! [`Engine::params`] converts back to the paper's layout.
 
-use drsae_kernels::{Kernels, MatMut, MatRef};
+use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef};
 use rayon::prelude::*;
 
 use crate::config::LossWeights;
@@ -67,28 +67,28 @@ const SHAPED: &str = "engine buffers have their matrices' sizes";
 #[derive(Clone, Debug)]
 struct Weights {
     /// `E`, n×m: row i holds unit i's input weights.
-    e: Vec<f32>,
+    e: AlignedVec,
     /// `Sᵀ`, n×n: row j holds the weights from unit j to every unit.
-    st: Vec<f32>,
+    st: AlignedVec,
     /// Thresholds `b`, n.
-    b: Vec<f32>,
+    b: AlignedVec,
     /// `Dᵀ`, n×m: row i is unit i's decoder column.
-    dt: Vec<f32>,
+    dt: AlignedVec,
     /// Classifier `C`, l×n.
-    c: Vec<f32>,
+    c: AlignedVec,
     /// Classifier bias `c`, l.
-    c_bias: Vec<f32>,
+    c_bias: AlignedVec,
 }
 
 impl Weights {
     fn zeros(m: usize, n: usize, l: usize) -> Self {
         Self {
-            e: vec![0.0; n * m],
-            st: vec![0.0; n * n],
-            b: vec![0.0; n],
-            dt: vec![0.0; n * m],
-            c: vec![0.0; l * n],
-            c_bias: vec![0.0; l],
+            e: AlignedVec::zeros(n * m),
+            st: AlignedVec::zeros(n * n),
+            b: AlignedVec::zeros(n),
+            dt: AlignedVec::zeros(n * m),
+            c: AlignedVec::zeros(l * n),
+            c_bias: AlignedVec::zeros(l),
         }
     }
 
@@ -130,25 +130,25 @@ struct Batch {
     /// Examples in the current pass (`bs` below).
     len: usize,
     /// `U = X·Eᵀ − b`, bs×n.
-    u: Vec<f32>,
+    u: AlignedVec,
     /// Pre-activation scratch, bs×n.
-    a: Vec<f32>,
+    a: AlignedVec,
     /// States `Z_1 … Z_T`.
-    z: Vec<f32>,
+    z: AlignedVec,
     /// Masked adjoints `DA_1 … DA_T`.
-    da: Vec<f32>,
+    da: AlignedVec,
     /// `DU = Σ_t DA_t`, bs×n: `∂L/∂E = DUᵀ·X` and `∂L/∂b = −Σ_b DU_b`.
-    du: Vec<f32>,
+    du: AlignedVec,
     /// Residuals `R = X̂ − X`, bs×m.
-    r: Vec<f32>,
+    r: AlignedVec,
     /// Normalised codes `ẑ = z^T / ‖z^T‖`, bs×n.
-    z_hat: Vec<f32>,
+    z_hat: AlignedVec,
     /// `‖z^T‖` (with ε) per example.
-    norm: Vec<f32>,
+    norm: AlignedVec,
     /// Softmax probabilities, then `∂L/∂logits`, bs×l.
-    d_logits: Vec<f32>,
+    d_logits: AlignedVec,
     /// Scratch: `∂L/∂ẑ` of one example (n) and the active-index output of the ReLU (n).
-    dzh: Vec<f32>,
+    dzh: AlignedVec,
     idx: Vec<u32>,
     /// Active units per step and example, step s at `s·bs`.
     counts: Vec<usize>,
@@ -165,16 +165,16 @@ impl Batch {
         Self {
             cap,
             len: 0,
-            u: vec![0.0; cap * n],
-            a: vec![0.0; cap * n],
-            z: vec![0.0; t * cap * n],
-            da: vec![0.0; t * cap * n],
-            du: vec![0.0; cap * n],
-            r: vec![0.0; cap * m],
-            z_hat: vec![0.0; cap * n],
-            norm: vec![0.0; cap],
-            d_logits: vec![0.0; cap * l],
-            dzh: vec![0.0; n],
+            u: AlignedVec::zeros(cap * n),
+            a: AlignedVec::zeros(cap * n),
+            z: AlignedVec::zeros(t * cap * n),
+            da: AlignedVec::zeros(t * cap * n),
+            du: AlignedVec::zeros(cap * n),
+            r: AlignedVec::zeros(cap * m),
+            z_hat: AlignedVec::zeros(cap * n),
+            norm: AlignedVec::zeros(cap),
+            d_logits: AlignedVec::zeros(cap * l),
+            dzh: AlignedVec::zeros(n),
             idx: vec![0; n],
             counts: vec![0; t * cap],
             active: active::ActiveUnion::new(t, n),
@@ -210,25 +210,33 @@ impl Batch {
 /// weights, pass over E and Dᵀ once per step rather than once per group.
 #[derive(Clone, Debug, Default)]
 struct Stacked {
-    z_last: Vec<f32>,
-    du: Vec<f32>,
-    r: Vec<f32>,
+    /// Examples stacked by the last [`Stacked::gather`]: the rows of each matrix in use.
+    len: usize,
+    z_last: AlignedVec,
+    du: AlignedVec,
+    r: AlignedVec,
 }
 
 impl Stacked {
-    /// Copies the current pass of `groups` (in order) into whole-minibatch rows.
+    /// Copies the current pass of `groups` (in order) into whole-minibatch rows, growing the
+    /// buffers only when the minibatch outgrows them.
     fn gather(&mut self, groups: &[Batch], d: Dims) {
         let Dims { m, n, t, .. } = d;
-        for v in [&mut self.z_last, &mut self.du, &mut self.r] {
-            v.clear();
+        let len: usize = groups.iter().map(|g| g.len).sum();
+        if self.z_last.len() < len * n {
+            self.z_last = AlignedVec::zeros(len * n);
+            self.du = AlignedVec::zeros(len * n);
+            self.r = AlignedVec::zeros(len * m);
         }
+        let mut row = 0;
         for g in groups {
-            let rows = g.len * n;
-            self.z_last
-                .extend_from_slice(&g.z[(t - 1) * rows..t * rows]);
-            self.du.extend_from_slice(&g.du[..rows]);
-            self.r.extend_from_slice(&g.r[..g.len * m]);
+            let (at, bs) = (row * n, g.len * n);
+            self.z_last[at..at + bs].copy_from_slice(&g.z[(t - 1) * bs..t * bs]);
+            self.du[at..at + bs].copy_from_slice(&g.du[..bs]);
+            self.r[row * m..(row + g.len) * m].copy_from_slice(&g.r[..g.len * m]);
+            row += g.len;
         }
+        self.len = len;
     }
 }
 
@@ -331,7 +339,9 @@ pub struct Engine {
     /// `S` in the paper's layout, refreshed from `w.st` after every update: the backward
     /// product `DA·S` then reads rows too, which the register-tiled GEMM runs ~1.4× faster at
     /// minibatch 10 than the dot-product form `DA·(Sᵀ)ᵀ`, for less than a tenth of that gain.
-    s: Vec<f32>,
+    s: AlignedVec,
+    /// The minibatch's inputs, in line-aligned storage.
+    inputs: AlignedVec,
     /// State of the training minibatch's groups (see [`GROUPS`]).
     groups: Vec<Batch>,
     /// The groups' results in whole-minibatch rows, for the update.
@@ -427,7 +437,8 @@ impl Engine {
             dims,
             w: Weights::zeros(m, n, l),
             grad: None,
-            s: vec![0.0; n * n],
+            s: AlignedVec::zeros(n * n),
+            inputs: AlignedVec::default(),
             groups: Vec::new(),
             stacked: Stacked::default(),
             logits_scratch: Vec::new(),
@@ -611,16 +622,23 @@ impl Engine {
         if self.groups.len() < count || self.groups.iter().any(|g| g.cap < size) {
             self.groups = (0..count).map(|_| Batch::new(size, dims)).collect();
         }
+        // The inputs, copied to start a cache line: `X` is the row operand of `∂L/∂E = DUᵀ·X`.
+        if self.inputs.len() < x.len() {
+            self.inputs = AlignedVec::zeros(x.len());
+        }
+        self.inputs[..x.len()].copy_from_slice(x);
         let Self {
             w,
             s,
             grad,
             groups,
             stacked,
+            inputs,
             pool,
             kernels,
             ..
         } = self;
+        let x = &inputs[..x.len()];
         let (groups, kernels) = (&mut groups[..count], *kernels);
         pool.install(|| {
             let pass = Pass {
@@ -1002,7 +1020,7 @@ impl UpdateCtx<'_> {
                 .enumerate()
                 .for_each(|(task, rows)| {
                     let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
-                    let du_t = view(&st_ed.du, bs, n).t().block(r0, 0, h, bs);
+                    let du_t = view(&st_ed.du[..bs * n], bs, n).t().block(r0, 0, h, bs);
                     let xm = view(self.x, bs, m);
                     k.gemm(scales.e, du_t, xm, 1.0, view_mut(rows, h, m));
                     if let Some(bounds) = bounds {
@@ -1022,8 +1040,8 @@ impl UpdateCtx<'_> {
                 .enumerate()
                 .for_each(|(task, rows)| {
                     let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
-                    let zt_t = view(&st_ed.z_last, bs, n).t().block(r0, 0, h, bs);
-                    let rm = view(&st_ed.r, bs, m);
+                    let zt_t = view(&st_ed.z_last[..bs * n], bs, n).t().block(r0, 0, h, bs);
+                    let rm = view(&st_ed.r[..bs * m], bs, m);
                     k.gemm(alpha_d, zt_t, rm, 1.0, view_mut(rows, h, m));
                     if let Some(bounds) = bounds {
                         for row in rows.chunks_exact_mut(m) {

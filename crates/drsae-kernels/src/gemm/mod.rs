@@ -19,6 +19,7 @@
 pub(crate) mod pack;
 pub(crate) mod tile;
 
+use crate::aligned::Line;
 use crate::simd::Simd;
 use std::cell::RefCell;
 use tile::{TileArgs, tile_rows};
@@ -73,11 +74,6 @@ pub(crate) struct GemmArgs {
     /// For [`gemm_depth_subset`]: B's row of each depth step (`k` of them); null otherwise.
     pub kidx: *const u32,
 }
-
-/// 64-byte aligned storage for packed panels.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
 
 /// Per-thread packing buffers, grown on demand and reused: no allocation once warm.
 #[derive(Default)]
@@ -634,11 +630,6 @@ unsafe fn packed<S: Simd, const MR: usize, const NV: usize>(s: S, g: &GemmArgs) 
                             let (jr, ir) = (jp * nr, ip * MR);
                             let w = nr.min(nc - jr);
                             let r = MR.min(mc - ir);
-                            if shallow && g.c_cs == 1 && jr + nr < nc {
-                                // Bound by writing C: fetch the next tile's lines ahead.
-                                let next = g.c.wrapping_add((ic + ir) * g.c_rs + jc + jr + nr);
-                                prefetch_tile::<S, NV>(s, next, r, g.c_rs);
-                            }
                             let t = TileArgs {
                                 k: kc,
                                 a: abuf.wrapping_add(ip * MR * kc),
