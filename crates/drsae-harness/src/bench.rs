@@ -122,21 +122,26 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), TrainError> {
         k += 1;
         Ok(buf.len)
     };
-    let mut warm = Activity::default();
-    let mut done = 0;
-    while done < args.examples.min(2000) {
-        done += step(&mut engine, &mut warm)?;
-    }
-    let mut rates = Vec::new();
-    let mut activity = Activity::default();
-    for _ in 0..args.repeats.max(1) {
-        let t0 = Instant::now();
+    let timed = |engine: &mut Engine| -> Result<(Vec<f64>, Activity), TrainError> {
+        let mut warm = Activity::default();
         let mut done = 0;
-        while done < args.examples {
-            done += step(&mut engine, &mut activity)?;
+        while done < args.examples.min(2000) {
+            done += step(engine, &mut warm)?;
         }
-        rates.push(done as f64 / t0.elapsed().as_secs_f64());
-    }
+        let mut rates = Vec::new();
+        let mut activity = Activity::default();
+        for _ in 0..args.repeats.max(1) {
+            let t0 = Instant::now();
+            let mut done = 0;
+            while done < args.examples {
+                done += step(engine, &mut activity)?;
+            }
+            rates.push(done as f64 / t0.elapsed().as_secs_f64());
+        }
+        Ok((rates, activity))
+    };
+    // As training runs it: the loop on the engine's first worker.
+    let (mut rates, activity) = engine.run_in_pool(timed)?;
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     let flops = dense_flops_per_example(config.n_input, config.n_hidden, config.n_steps);

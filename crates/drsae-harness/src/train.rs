@@ -455,31 +455,39 @@ impl Run {
         let mut k = self.state.updates;
         self.progress
             .start_epoch(&format!("{phase} {epoch}/{total}"), n as u64);
-        while batches.next_into(split, &mut buf) {
-            if self.stop.load(Ordering::Relaxed) {
-                return Ok(EpochEnd::Interrupted);
+        // The minibatch loop runs on the engine's first worker (see `Engine::run_in_pool`).
+        let (stop, out, progress) = (&self.stop, &self.out, &mut self.progress);
+        let early = self.engine.run_in_pool(|engine| {
+            while batches.next_into(split, &mut buf) {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Some(EpochEnd::Interrupted));
+                }
+                let x = &buf.x[..buf.len * buf.dim()];
+                let y = &buf.y[..buf.len];
+                let terms = if codes.is_some() {
+                    engine.classifier_step(x, y, phase, k)?
+                } else {
+                    engine.train_step(x, y, phase, k)?
+                };
+                if !terms.total().is_finite() {
+                    return Ok(Some(EpochEnd::Diverged(format!(
+                        "loss became {} at update {k} ({phase} epoch {epoch}); the last good \
+                         checkpoint is {}",
+                        terms.total(),
+                        out.join(files::LAST).display()
+                    ))));
+                }
+                loss += terms;
+                if codes.is_none() {
+                    activity.merge(engine.last_activity());
+                }
+                k += 1;
+                progress.advance(buf.len as u64);
             }
-            let x = &buf.x[..buf.len * buf.dim()];
-            let y = &buf.y[..buf.len];
-            let terms = if codes.is_some() {
-                self.engine.classifier_step(x, y, phase, k)?
-            } else {
-                self.engine.train_step(x, y, phase, k)?
-            };
-            if !terms.total().is_finite() {
-                return Ok(EpochEnd::Diverged(format!(
-                    "loss became {} at update {k} ({phase} epoch {epoch}); the last good \
-                     checkpoint is {}",
-                    terms.total(),
-                    self.out.join(files::LAST).display()
-                )));
-            }
-            loss += terms;
-            if codes.is_none() {
-                activity.merge(self.engine.last_activity());
-            }
-            k += 1;
-            self.progress.advance(buf.len as u64);
+            Ok::<_, TrainError>(None)
+        })?;
+        if let Some(end) = early {
+            return Ok(end);
         }
         let secs = t0.elapsed().as_secs_f64();
         self.state.train_s += secs;

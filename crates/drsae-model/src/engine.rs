@@ -32,6 +32,7 @@
 
 use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use crate::config::LossWeights;
 use crate::config::{Config, Phase};
@@ -348,7 +349,7 @@ pub struct Engine {
     stacked: Stacked,
     /// Probabilities, then `∂L/∂logits`, of a minibatch of cached codes.
     logits_scratch: Vec<f32>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     kernels: &'static Kernels,
     /// Activity of the last [`Engine::train_step`] or [`Engine::gradient`].
     last_activity: Activity,
@@ -442,7 +443,7 @@ impl Engine {
             groups: Vec::new(),
             stacked: Stacked::default(),
             logits_scratch: Vec::new(),
-            pool,
+            pool: Arc::new(pool),
             kernels: drsae_kernels::kernels(),
             last_activity: Activity::default(),
         };
@@ -480,6 +481,14 @@ impl Engine {
     /// Worker threads.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// Runs `f` on one of the engine's worker threads. A training loop run this way hands no
+    /// work between threads at each step: the engine's calls find themselves inside the pool
+    /// already, instead of waking a worker and sleeping until it is done.
+    pub fn run_in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| f(self))
     }
 
     /// Activity of the last training step or gradient computation.
