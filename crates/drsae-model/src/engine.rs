@@ -211,16 +211,14 @@ impl Batch {
 /// weights, pass over E and Dᵀ once per step rather than once per group.
 #[derive(Clone, Debug, Default)]
 struct Stacked {
-    /// Examples stacked by the last [`Stacked::gather`]: the rows of each matrix in use.
-    len: usize,
     z_last: AlignedVec,
     du: AlignedVec,
     r: AlignedVec,
 }
 
 impl Stacked {
-    /// Copies the current pass of `groups` (in order) into whole-minibatch rows, growing the
-    /// buffers only when the minibatch outgrows them.
+    /// Copies the current pass of `groups` (in order) into the first whole-minibatch rows,
+    /// growing the buffers only when the minibatch outgrows them.
     fn gather(&mut self, groups: &[Batch], d: Dims) {
         let Dims { m, n, t, .. } = d;
         let len: usize = groups.iter().map(|g| g.len).sum();
@@ -237,7 +235,6 @@ impl Stacked {
             self.r[row * m..(row + g.len) * m].copy_from_slice(&g.r[..g.len * m]);
             row += g.len;
         }
-        self.len = len;
     }
 }
 

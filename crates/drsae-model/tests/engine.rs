@@ -269,21 +269,35 @@ fn parameters_after_an_epoch_are_bit_identical_for_one_and_two_threads() {
     let ds = fixture();
     let cfg = full_size_config();
     let params = initialize_seeded(&cfg, &ds.train.images);
-    let run = |threads| {
+    // `in_pool`: the loop runs on the engine's first worker, as `drsae train` runs it.
+    let run = |threads, in_pool: bool| {
         let mut engine = Engine::new(&params, &cfg, threads).unwrap();
-        let mut k = 0;
-        train_epoch(&mut engine, &ds, &cfg, 0, Phase::Pretrain, &mut k);
-        train_epoch(&mut engine, &ds, &cfg, 1, Phase::Finetune, &mut k);
+        let epochs = |engine: &mut Engine| {
+            let mut k = 0;
+            train_epoch(engine, &ds, &cfg, 0, Phase::Pretrain, &mut k);
+            train_epoch(engine, &ds, &cfg, 1, Phase::Finetune, &mut k);
+        };
+        if in_pool {
+            engine.run_in_pool(epochs);
+        } else {
+            epochs(&mut engine);
+        }
         engine.params()
     };
-    let one = run(1);
-    let two = run(2);
+    let one = run(1, false);
+    let two = run(2, true);
     for ((name, _, a), (_, _, b)) in one.tensors().zip(two.tensors()) {
         let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{name} differs between 1 and 2 threads");
     }
-    let three = run(3);
-    assert!(one == three, "parameters differ between 1 and 3 threads");
+    assert!(
+        one == run(3, false),
+        "parameters differ between 1 and 3 threads"
+    );
+    assert!(
+        one == run(2, false),
+        "parameters differ inside and outside the pool"
+    );
 }
 
 /// Training the classifier on cached codes does what frozen-encoder steps through the whole
