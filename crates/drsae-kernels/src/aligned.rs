@@ -13,7 +13,7 @@ use std::ops::{Deref, DerefMut};
 #[repr(C, align(64))]
 pub(crate) struct Line(pub(crate) [f32; 16]);
 
-/// A fixed-length `f32` buffer whose first element starts a 64-byte line; it dereferences to
+/// An `f32` buffer whose first element starts a 64-byte line; it dereferences to
 /// `[f32]`.
 #[derive(Clone, Default)]
 pub struct AlignedVec {
@@ -28,6 +28,15 @@ impl AlignedVec {
             lines: vec![Line([0.0; 16]); len.div_ceil(16)],
             len,
         }
+    }
+
+    /// The first `len` values, after growing to `len` (zeros, a new allocation) if shorter:
+    /// scratch that is reused across calls and reallocated only when a call outgrows it.
+    pub fn prefix_mut(&mut self, len: usize) -> &mut [f32] {
+        if self.len < len {
+            *self = Self::zeros(len);
+        }
+        &mut self[..len]
     }
 
     /// A copy of `values`.
@@ -93,6 +102,10 @@ mod tests {
             assert_eq!(&*w, &values[..]);
             v.fill(1.0);
             assert!(v.iter().all(|&x| x == 1.0));
+            assert_eq!(v.prefix_mut(len / 2).len(), len / 2);
+            assert_eq!(v.len(), len, "a shorter prefix keeps the buffer");
+            assert_eq!(v.prefix_mut(len + 3).len(), len + 3);
+            assert_eq!(v.as_ptr() as usize % 64, 0, "grown from len {len}");
             assert_eq!(AlignedVec::zeros(len).len(), len);
         }
     }

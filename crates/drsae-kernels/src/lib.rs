@@ -434,15 +434,12 @@ impl Kernels {
     /// # Panics
     /// If the dimensions disagree.
     pub fn sparse_gemm(&self, x: &SparseRows, w: MatRef<'_>, mut y: MatMut<'_>) {
-        assert!(
-            x.cols() == w.rows() && x.rows() == y.rows() && w.cols() == y.cols(),
-            "sparse_gemm: X is {}x{}, W is {}x{}, Y is {}x{}",
-            x.rows(),
-            x.cols(),
-            w.rows(),
-            w.cols(),
-            y.rows(),
-            y.cols()
+        check_product(
+            "sparse_gemm",
+            ["X", "W", "Y"],
+            (x.rows(), x.cols()),
+            (w.rows(), w.cols()),
+            (y.rows(), y.cols()),
         );
         let n = w.cols();
         if n == 0 || x.rows() == 0 {
@@ -658,15 +655,12 @@ fn gemm_args(
     beta: f32,
     c: &mut MatMut<'_>,
 ) -> gemm::GemmArgs {
-    assert!(
-        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-        "{what}: A is {}x{}, B is {}x{}, C is {}x{}",
-        a.rows(),
-        a.cols(),
-        b.rows(),
-        b.cols(),
-        c.rows(),
-        c.cols()
+    check_product(
+        what,
+        ["A", "B", "C"],
+        (a.rows(), a.cols()),
+        (b.rows(), b.cols()),
+        (c.rows(), c.cols()),
     );
     gemm::GemmArgs {
         m: c.rows(),
@@ -685,6 +679,28 @@ fn gemm_args(
         c_cs: c.col_stride(),
         kidx: std::ptr::null(),
     }
+}
+
+/// Panics unless the `(rows, cols)` shapes fit the product `names[0]·names[1] = names[2]`,
+/// naming the operands and their shapes.
+fn check_product(
+    what: &str,
+    names: [&str; 3],
+    a: (usize, usize),
+    b: (usize, usize),
+    c: (usize, usize),
+) {
+    let [na, nb, nc] = names;
+    assert!(
+        a.1 == b.0 && a.0 == c.0 && b.1 == c.1,
+        "{what}: {na} is {}x{}, {nb} is {}x{}, {nc} is {}x{}",
+        a.0,
+        a.1,
+        b.0,
+        b.1,
+        c.0,
+        c.1
+    );
 }
 
 /// Panics unless every index is `< bound`.

@@ -222,17 +222,15 @@ impl Stacked {
     fn gather(&mut self, groups: &[Batch], d: Dims) {
         let Dims { m, n, t, .. } = d;
         let len: usize = groups.iter().map(|g| g.len).sum();
-        if self.z_last.len() < len * n {
-            self.z_last = AlignedVec::zeros(len * n);
-            self.du = AlignedVec::zeros(len * n);
-            self.r = AlignedVec::zeros(len * m);
-        }
+        let z_last = self.z_last.prefix_mut(len * n);
+        let du = self.du.prefix_mut(len * n);
+        let r = self.r.prefix_mut(len * m);
         let mut row = 0;
         for g in groups {
             let (at, bs) = (row * n, g.len * n);
-            self.z_last[at..at + bs].copy_from_slice(&g.z[(t - 1) * bs..t * bs]);
-            self.du[at..at + bs].copy_from_slice(&g.du[..bs]);
-            self.r[row * m..(row + g.len) * m].copy_from_slice(&g.r[..g.len * m]);
+            z_last[at..at + bs].copy_from_slice(&g.z[(t - 1) * bs..t * bs]);
+            du[at..at + bs].copy_from_slice(&g.du[..bs]);
+            r[row * m..(row + g.len) * m].copy_from_slice(&g.r[..g.len * m]);
             row += g.len;
         }
     }
@@ -629,10 +627,7 @@ impl Engine {
             self.groups = (0..count).map(|_| Batch::new(size, dims)).collect();
         }
         // The inputs, copied to start a cache line: `X` is the row operand of `∂L/∂E = DUᵀ·X`.
-        if self.inputs.len() < x.len() {
-            self.inputs = AlignedVec::zeros(x.len());
-        }
-        self.inputs[..x.len()].copy_from_slice(x);
+        self.inputs.prefix_mut(x.len()).copy_from_slice(x);
         let Self {
             w,
             s,
