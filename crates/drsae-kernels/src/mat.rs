@@ -303,6 +303,37 @@ impl<'a> MatMut<'a> {
         Self::new(data, rows, cols, cols, 1)
     }
 
+    /// A mutable view of the `len` elements at `ptr`, for threads that write disjoint blocks
+    /// of one matrix (interleaved column blocks, say) between synchronisation points, where
+    /// no `&mut [f32]` of the whole storage can be handed to each.
+    ///
+    /// Fails as [`MatMut::new`] does.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be valid for reads and writes for `'a`, and no other reference
+    /// or view may access the elements this view addresses during `'a`.
+    pub unsafe fn from_raw_parts(
+        ptr: *mut f32,
+        len: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    ) -> Result<Self, LayoutError> {
+        extent(len, rows, cols, rs, cs)?;
+        if !injective(rows, cols, rs, cs) {
+            return Err(LayoutError::Aliasing { rs, cs });
+        }
+        Ok(MatMut {
+            ptr,
+            rows,
+            cols,
+            rs,
+            cs,
+            _marker: PhantomData,
+        })
+    }
+
     /// The transpose, as a mutable view.
     #[must_use]
     pub fn t(self) -> Self {

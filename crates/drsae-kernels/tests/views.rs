@@ -35,6 +35,32 @@ fn mutable_views_reject_aliasing_strides() {
     assert!(MatRef::new(&data, 4, 4, 0, 1).is_ok());
 }
 
+/// Views over raw storage (interleaved blocks written by different threads) get the same
+/// checks as views over a slice, and address the same elements.
+#[test]
+fn raw_views_are_checked_like_slice_views() {
+    let mut data = vec![0.0f32; 16];
+    let ptr = data.as_mut_ptr();
+    // SAFETY (all four): `ptr` addresses the 16 elements of `data`, which nothing else
+    // touches while each view lives.
+    unsafe {
+        assert!(matches!(
+            MatMut::from_raw_parts(ptr, 16, 2, 2, 0, 1),
+            Err(LayoutError::Aliasing { .. })
+        ));
+        assert!(matches!(
+            MatMut::from_raw_parts(ptr, 16, 4, 4, 5, 1),
+            Err(LayoutError::OutOfBounds { last: 18, len: 16 })
+        ));
+        // Columns 1..3 of a 4 × 4 row-major matrix.
+        let mut block = MatMut::from_raw_parts(ptr.add(1), 15, 4, 2, 4, 1).unwrap();
+        *block.get_mut(3, 1).unwrap() = 7.0;
+        assert!(MatMut::from_raw_parts(ptr.add(1), 15, 4, 4, 4, 1).is_err());
+    }
+    assert_eq!(data[3 * 4 + 2], 7.0);
+    assert_eq!(data.iter().filter(|&&v| v != 0.0).count(), 1);
+}
+
 #[test]
 fn transpose_swaps_dimensions_and_strides() {
     let data: Vec<f32> = (0..6).map(|x| x as f32).collect();

@@ -8,30 +8,33 @@
 //! the register-tiled GEMM beats gathering active rows per example (see `results/kernels.csv`).
 //! The sparsity that survives batching is used through the depth of the products: each
 //! step's state `Z_t` and adjoint `DA_t` are zero outside the units active in some example of
-//! the group, so `Z_t·Sᵀ`, `DA_t·S` and `Z_T·Dᵀ` run over those units' rows of the weights
-//! only ([`Kernels::gemm_depth_subset`]); at minibatch 1 this is the per-example sparse
-//! product.
+//! the minibatch, so `Z_t·Sᵀ`, `DA_t·S` and `Z_T·Dᵀ` run over those units' rows of the
+//! weights only ([`Kernels::gemm_depth_subset`]); at minibatch 1 this is the per-example
+//! sparse product.
 //!
 //! Step by step, with `Z_t`, `DA_t` (B × n) the states and masked adjoints of step t:
 //! - forward: `U = X·Eᵀ − b`, `Z_1 = relu(U)`, `Z_{t+1} = relu(U + Z_t·Sᵀ)`, `R = Z_T·Dᵀ − X`;
 //! - backward: `DA_T = mask_T ⊙ (w_rec·R·D + λ + classifier term)`,
 //!   `DA_t = mask_t ⊙ (DA_{t+1}·S)`, `DU = Σ_t DA_t`;
-//! - update: `Sᵀ += α·[Z_1;…;Z_{T−1}]ᵀ·[DA_2;…;DA_T]` (per group, one product over the
-//!   stacked steps),
+//! - update: `Sᵀ += α·[Z_1;…;Z_{T−1}]ᵀ·[DA_2;…;DA_T]` (one product over the stacked steps),
 //!   `E += α·DUᵀ·X`, `Dᵀ += α·w_rec·Z_Tᵀ·R`, then the projections of spec §5.
 //!
-//! Parallelism and reproducibility: the minibatch is cut into two groups (`GROUPS`) of
-//! consecutive examples whose sizes depend on the batch size alone; each group runs the whole
-//! forward and backward recurrence as one task, and the update splits every weight matrix
-//! into fixed row blocks, each adding the groups' products in order. Every element's
-//! arithmetic is therefore the same whichever thread runs it: parameters after an epoch are
-//! bit-identical for every thread count. Layout: `E` and `Dᵀ` are unit-major (row i belongs to
-//! unit i, so the norm bounds of spec §5 are row norms and each row block is projected by the
-//! task that updated it), and `Sᵀ` is kept so that the forward product reads it row by row.
-//! [`Engine::params`] converts back to the paper's layout.
+//! Parallelism and reproducibility: the model, not the minibatch, is split over threads.
+//! Each of the [`parts::PARTS`] parts owns a fixed range of the hidden units and computes
+//! those units' columns of every state and adjoint, and updates their rows of E and Dᵀ and
+//! their columns of Sᵀ (see [`parts`]). With the examples split instead, both cores read
+//! every weight that the other has just updated, and two threads ran only 1.1–1.3× one.
+//! Sums over the units (the residual, ‖z^T‖, the classifier's projection) are formed per
+//! part and added in part order, so every element's arithmetic is the same whichever
+//! thread runs it: parameters after an epoch are bit-identical for every thread count.
+//! Layout: `E` and `Dᵀ` are unit-major (row i belongs to unit i, so the norm bounds of spec
+//! §5 are row norms, projected by the part that owns the row), and `Sᵀ` is kept so that the
+//! forward product reads it row by row. [`Engine::params`] converts back to the paper's
+//! layout.
 
 use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef};
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::config::LossWeights;
@@ -39,24 +42,13 @@ use crate::config::{Config, Phase};
 use crate::params::{Grads, Params};
 use crate::reference::LossTerms;
 
-mod active;
 mod codes;
+mod parts;
 pub use codes::Codes;
-
-/// Output columns of a minibatch product computed by one task: two AVX-512 register tiles.
-const COLS_PER_TASK: usize = 64;
-
-/// Weight rows updated (and projected) by one task: a multiple of every ISA's tile height.
-const ROWS_PER_TASK: usize = 48;
+use parts::{PARTS, Raw};
 
 /// Examples per task when evaluating a split.
 const EVAL_CHUNK: usize = 128;
-
-/// A training minibatch is cut into this many groups of consecutive examples (sizes fixed by
-/// the batch size alone), each carried through the forward and backward recurrence by one
-/// task without synchronising with the others: on two cores that beats splitting every
-/// step's product, whose per-step join costs more than half a product at minibatch 10.
-const GROUPS: usize = 2;
 
 /// Added to ‖z^T‖² before the square root, as in the reference: no NaN for an all-zero code.
 const NORM_EPS: f32 = crate::reference::NORM_EPS as f32;
@@ -125,6 +117,7 @@ struct Dims {
 /// A minibatch's forward and backward state, allocated for `cap` examples and reused every
 /// step. Per-step blocks are laid out for the current batch size `bs`: step s (holding
 /// `z^{s+1}`) occupies `s·bs·n .. (s+1)·bs·n`, so consecutive steps stack into one matrix.
+/// Per-part values of an example b live at `p·cap + b`.
 #[derive(Clone, Debug)]
 struct Batch {
     cap: usize,
@@ -140,23 +133,36 @@ struct Batch {
     da: AlignedVec,
     /// `DU = Σ_t DA_t`, bs×n: `∂L/∂E = DUᵀ·X` and `∂L/∂b = −Σ_b DU_b`.
     du: AlignedVec,
-    /// Residuals `R = X̂ − X`, bs×m.
-    r: AlignedVec,
+    /// Each part's share of the residual `R = X̂ − X` (bs×m; part 0's starts from −X); the
+    /// loss stage adds the others into part 0's, which is then R.
+    r: [AlignedVec; PARTS],
     /// Normalised codes `ẑ = z^T / ‖z^T‖`, bs×n.
     z_hat: AlignedVec,
     /// `‖z^T‖` (with ε) per example.
     norm: AlignedVec,
     /// Softmax probabilities, then `∂L/∂logits`, bs×l.
     d_logits: AlignedVec,
-    /// Scratch: `∂L/∂ẑ` of one example (n) and the active-index output of the ReLU (n).
+    /// `∂L/∂ẑ = Cᵀ·∂L/∂logits`, bs×n.
     dzh: AlignedVec,
+    /// Step s's active units, each part's ascending list at the start of its own range of
+    /// `s·n .. (s+1)·n`; its length at `s·PARTS + p` of `unit_count`.
+    units: Vec<u32>,
+    unit_count: Vec<usize>,
+    /// Scratch: which of its units a part has seen active (n), each part's ReLU index output
+    /// and depth list (n each, part p's at `p·n`).
+    seen: Vec<bool>,
     idx: Vec<u32>,
-    /// Active units per step and example, step s at `s·bs`.
+    depth: Vec<u32>,
+    /// Active units per step, example and part, at `(s·bs + b)·PARTS + p`.
     counts: Vec<usize>,
-    /// Per step, the units active in at least one example: the depth the next products need.
-    active: active::ActiveUnion,
-    /// Loss terms and predicted class per example.
-    loss: Vec<LossTerms>,
+    /// Per part and example: ‖z^T‖² and Σ z^T over its units, the projection of `∂L/∂ẑ` on ẑ
+    /// over its units, and ‖R‖² over its pixels.
+    sq: Vec<f32>,
+    l1: Vec<f64>,
+    proj: Vec<f32>,
+    rec: Vec<f64>,
+    /// Cross-entropy and predicted class per example.
+    ce: Vec<f64>,
     preds: Vec<u8>,
 }
 
@@ -171,24 +177,37 @@ impl Batch {
             z: AlignedVec::zeros(t * cap * n),
             da: AlignedVec::zeros(t * cap * n),
             du: AlignedVec::zeros(cap * n),
-            r: AlignedVec::zeros(cap * m),
+            r: std::array::from_fn(|_| AlignedVec::zeros(cap * m)),
             z_hat: AlignedVec::zeros(cap * n),
             norm: AlignedVec::zeros(cap),
             d_logits: AlignedVec::zeros(cap * l),
-            dzh: AlignedVec::zeros(n),
-            idx: vec![0; n],
-            counts: vec![0; t * cap],
-            active: active::ActiveUnion::new(t, n),
-            loss: vec![LossTerms::default(); cap],
+            dzh: AlignedVec::zeros(cap * n),
+            units: vec![0; t * n],
+            unit_count: vec![0; t * PARTS],
+            seen: vec![false; n],
+            idx: vec![0; PARTS * n],
+            depth: vec![0; PARTS * n],
+            counts: vec![0; t * cap * PARTS],
+            sq: vec![0.0; PARTS * cap],
+            l1: vec![0.0; PARTS * cap],
+            proj: vec![0.0; PARTS * cap],
+            rec: vec![0.0; PARTS * cap],
+            ce: vec![0.0; cap],
             preds: vec![0; cap],
         }
     }
 
-    /// Sum of the loss terms of the current pass's examples, in order.
-    fn loss_sum(&self) -> LossTerms {
+    /// Sum of the loss terms of the current pass's examples (labels `y`), in order.
+    fn loss_sum(&self, y: &[u8], lw: &LossWeights) -> LossTerms {
         let mut sum = LossTerms::default();
-        for &l in &self.loss[..self.len] {
-            sum += l;
+        for (b, &label) in y.iter().enumerate().take(self.len) {
+            let part_sum = |v: &[f64]| (0..PARTS).map(|p| v[p * self.cap + b]).sum::<f64>();
+            sum += LossTerms {
+                rec: lw.w_rec * 0.5 * part_sum(&self.rec),
+                sparsity: lw.lambda * part_sum(&self.l1),
+                cls: lw.w_cls * self.ce[b],
+                errors: usize::from(self.preds[b] != label),
+            };
         }
         sum
     }
@@ -196,43 +215,15 @@ impl Batch {
     /// Adds the activity of the current pass's examples to `into`, in place (no allocation
     /// once `into` has its `steps` entries).
     fn add_activity(&self, steps: usize, into: &mut Activity) {
-        let bs = self.len;
+        let per_step = self.len * PARTS;
         into.active_per_step
             .resize(into.active_per_step.len().max(steps), 0);
         for (s, acc) in into.active_per_step[..steps].iter_mut().enumerate() {
-            *acc += self.counts[s * bs..(s + 1) * bs].iter().sum::<usize>() as u64;
+            *acc += self.counts[s * per_step..(s + 1) * per_step]
+                .iter()
+                .sum::<usize>() as u64;
         }
-        into.examples += bs;
-    }
-}
-
-/// The groups' `z^T`, `DU` and residuals stacked into whole-minibatch matrices, so that the
-/// shallow weight-gradient products (depth = minibatch), bound by reading and writing the
-/// weights, pass over E and Dᵀ once per step rather than once per group.
-#[derive(Clone, Debug, Default)]
-struct Stacked {
-    z_last: AlignedVec,
-    du: AlignedVec,
-    r: AlignedVec,
-}
-
-impl Stacked {
-    /// Copies the current pass of `groups` (in order) into the first whole-minibatch rows,
-    /// growing the buffers only when the minibatch outgrows them.
-    fn gather(&mut self, groups: &[Batch], d: Dims) {
-        let Dims { m, n, t, .. } = d;
-        let len: usize = groups.iter().map(|g| g.len).sum();
-        let z_last = self.z_last.prefix_mut(len * n);
-        let du = self.du.prefix_mut(len * n);
-        let r = self.r.prefix_mut(len * m);
-        let mut row = 0;
-        for g in groups {
-            let (at, bs) = (row * n, g.len * n);
-            z_last[at..at + bs].copy_from_slice(&g.z[(t - 1) * bs..t * bs]);
-            du[at..at + bs].copy_from_slice(&g.du[..bs]);
-            r[row * m..(row + g.len) * m].copy_from_slice(&g.r[..g.len * m]);
-            row += g.len;
-        }
+        into.examples += self.len;
     }
 }
 
@@ -338,10 +329,11 @@ pub struct Engine {
     s: AlignedVec,
     /// The minibatch's inputs, in line-aligned storage.
     inputs: AlignedVec,
-    /// State of the training minibatch's groups (see [`GROUPS`]).
-    groups: Vec<Batch>,
-    /// The groups' results in whole-minibatch rows, for the update.
-    stacked: Stacked,
+    /// State of the training minibatch.
+    batch: Batch,
+    /// Hidden units and pixels of each part (see [`parts`]).
+    units: [Range<usize>; PARTS],
+    pixels: [Range<usize>; PARTS],
     /// Probabilities, then `∂L/∂logits`, of a minibatch of cached codes.
     logits_scratch: Vec<f32>,
     pool: Arc<rayon::ThreadPool>,
@@ -435,8 +427,9 @@ impl Engine {
             grad: None,
             s: AlignedVec::zeros(n * n),
             inputs: AlignedVec::default(),
-            groups: Vec::new(),
-            stacked: Stacked::default(),
+            batch: Batch::new(0, dims),
+            units: parts::split(n),
+            pixels: parts::split(m),
             logits_scratch: Vec::new(),
             pool: Arc::new(pool),
             kernels: drsae_kernels::kernels(),
@@ -562,7 +555,9 @@ impl Engine {
     ) -> Result<(Evaluation, Vec<f32>), EngineError> {
         check_batch(x, y, self.dims.m, self.dims)?;
         let dims = self.dims;
-        let (w, s) = (&self.w, &self.s);
+        // Read only: no stage of a forward pass writes the weights.
+        let (w, s) = (WeightsRaw::new(&mut self.w), Raw::new(&mut self.s));
+        let (units, pixels) = (&self.units, &self.pixels);
         let kernels = self.kernels;
         type Chunk = (LossTerms, Activity, Vec<u8>, Vec<f32>);
         let chunks: Vec<Chunk> = self.pool.install(|| {
@@ -571,15 +566,22 @@ impl Engine {
                 .map_init(
                     || Batch::new(EVAL_CHUNK, dims),
                     |batch, (yc, xc)| {
+                        batch.len = yc.len();
                         let pass = Pass {
+                            dims,
+                            k: kernels,
+                            lw: weights,
+                            bs: yc.len(),
+                            x: xc,
+                            y: yc,
                             w,
                             s,
-                            dims,
-                            lw: weights,
-                            k: kernels,
-                            par: false,
+                            bt: BatchRaw::new(batch),
+                            units: units.clone(),
+                            pixels: pixels.clone(),
+                            update: None,
                         };
-                        pass.forward(batch, xc, yc);
+                        parts::run(false, pass.stage_count(), &|i, p| pass.run(i, p));
                         let mut activity = Activity::default();
                         batch.add_activity(dims.t, &mut activity);
                         let codes = if keep_codes {
@@ -588,7 +590,7 @@ impl Engine {
                             Vec::new()
                         };
                         (
-                            batch.loss_sum(),
+                            batch.loss_sum(yc, weights),
                             activity,
                             batch.preds[..yc.len()].to_vec(),
                             codes,
@@ -611,8 +613,9 @@ impl Engine {
         Ok((eval, codes))
     }
 
-    /// The forward and backward pass of a minibatch (its groups in parallel), then its
-    /// gradient added to `target`, all in one hand-off to the thread pool.
+    /// The forward and backward pass of a minibatch, then its gradient added to `target`,
+    /// in one hand-off to the thread pool: with two or more threads each part runs on its
+    /// own thread (see [`parts`]).
     fn step(
         &mut self,
         x: &[f32],
@@ -621,77 +624,56 @@ impl Engine {
         target: Target,
     ) -> Result<LossTerms, EngineError> {
         check_batch(x, y, self.dims.m, self.dims)?;
-        let (size, count) = (group_size(y.len()), group_count(y.len()));
         let dims = self.dims;
-        if self.groups.len() < count || self.groups.iter().any(|g| g.cap < size) {
-            self.groups = (0..count).map(|_| Batch::new(size, dims)).collect();
+        if self.batch.cap < y.len() {
+            self.batch = Batch::new(y.len(), dims);
         }
+        self.batch.len = y.len();
         // The inputs, copied to start a cache line: `X` is the row operand of `∂L/∂E = DUᵀ·X`.
         self.inputs.prefix_mut(x.len()).copy_from_slice(x);
-        let Self {
-            w,
-            s,
-            grad,
-            groups,
-            stacked,
-            inputs,
-            pool,
-            kernels,
-            ..
-        } = self;
-        let x = &inputs[..x.len()];
-        let (groups, kernels) = (&mut groups[..count], *kernels);
-        pool.install(|| {
-            let pass = Pass {
-                w,
-                s,
-                dims,
-                lw: weights,
-                k: kernels,
-                // Split a product's columns over threads only when there is a single group
-                // (minibatch 1): with two, each thread keeps its group's products to itself.
-                par: count == 1,
-            };
-            groups
-                .par_iter_mut()
-                .zip(y.par_chunks(size))
-                .zip(x.par_chunks(size * dims.m))
-                .for_each(|((bt, yc), xc)| {
-                    pass.forward(bt, xc, yc);
-                    pass.backward(bt, yc);
-                });
-            stacked.gather(groups, dims);
-            let ctx = UpdateCtx {
-                groups,
-                stacked,
-                x,
-                dims,
-                w_rec: weights.w_rec as f32,
-                classify: weights.w_cls != 0.0,
-                kernels,
-            };
-            match target {
-                Target::Weights(scales, bounds) => {
-                    ctx.accumulate(w, scales, bounds);
-                    mirror(kernels, &w.st, s, dims.n);
-                }
-                Target::Gradient => {
-                    let g = grad
-                        .as_mut()
-                        .expect("the gradient buffer is allocated first");
-                    g.fill_zero();
-                    ctx.accumulate(g, Scales::ONES, None);
+        let w = WeightsRaw::new(&mut self.w);
+        let update = match target {
+            Target::Weights(scales, bounds) => Update {
+                target: w,
+                scales,
+                bounds,
+                mirror: true,
+            },
+            Target::Gradient => {
+                let g = self
+                    .grad
+                    .as_mut()
+                    .expect("the gradient buffer is allocated first");
+                g.fill_zero();
+                Update {
+                    target: WeightsRaw::new(g),
+                    scales: Scales::ONES,
+                    bounds: None,
+                    mirror: false,
                 }
             }
-        });
-        let mut loss = LossTerms::default();
+        };
+        let pass = Pass {
+            dims,
+            k: self.kernels,
+            lw: weights,
+            bs: y.len(),
+            x: &self.inputs[..x.len()],
+            y,
+            w,
+            s: Raw::new(&mut self.s),
+            bt: BatchRaw::new(&mut self.batch),
+            units: self.units.clone(),
+            pixels: self.pixels.clone(),
+            update: Some(update),
+        };
+        let parallel = self.pool.current_num_threads() >= PARTS;
+        self.pool
+            .install(|| parts::run(parallel, pass.stage_count(), &|i, p| pass.run(i, p)));
         self.last_activity.examples = 0;
         self.last_activity.active_per_step.fill(0);
-        for g in &self.groups[..count] {
-            loss += g.loss_sum();
-            g.add_activity(dims.t, &mut self.last_activity);
-        }
-        Ok(loss)
+        self.batch.add_activity(dims.t, &mut self.last_activity);
+        Ok(self.batch.loss_sum(y, weights))
     }
 }
 
@@ -703,26 +685,6 @@ enum Target {
     Weights(Scales, Option<Bounds>),
     /// The gradient buffer, zeroed first (for checking against the reference).
     Gradient,
-}
-
-/// `s ← stᵀ` (n×n), in fixed row blocks.
-fn mirror(k: &Kernels, st: &[f32], s: &mut [f32], n: usize) {
-    s.par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
-        .for_each(|(task, rows)| {
-            let (r0, h) = (task * ROWS_PER_TASK, rows.len() / n);
-            k.transpose(view(st, n, n).block(0, r0, n, h), view_mut(rows, h, n));
-        });
-}
-
-/// Examples per group of a minibatch of `bs` (see [`GROUPS`]).
-fn group_size(bs: usize) -> usize {
-    bs.div_ceil(GROUPS).max(1)
-}
-
-/// Groups in a minibatch of `bs` examples.
-fn group_count(bs: usize) -> usize {
-    bs.div_ceil(group_size(bs))
 }
 
 /// Checks a batch of `width` values per example (the input size, or n for codes) and its
@@ -767,30 +729,191 @@ fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
     MatMut::row_major(data, rows, cols).expect(SHAPED)
 }
 
-/// What a forward or backward pass reads: weights, sizes, loss weights and kernels.
+/// Raw handles to the weights, for the parts of a stage (see [`parts::Raw`]).
 #[derive(Clone, Copy)]
-struct Pass<'a> {
-    w: &'a Weights,
-    /// `S` itself (the transpose of `w.st`), for the backward product.
-    s: &'a [f32],
-    dims: Dims,
-    lw: &'a LossWeights,
-    k: &'a Kernels,
-    /// Run the column blocks of each product as parallel tasks.
-    par: bool,
+struct WeightsRaw {
+    e: Raw<f32>,
+    st: Raw<f32>,
+    b: Raw<f32>,
+    dt: Raw<f32>,
+    c: Raw<f32>,
+    c_bias: Raw<f32>,
 }
 
-/// The depth steps worth restricting a product to: the active units `list` when they leave
-/// out some of the `k` rows of the weights, else none (the plain product).
-fn subset(list: &[u32], k: usize) -> Option<&[u32]> {
-    (list.len() < k).then_some(list)
+impl WeightsRaw {
+    fn new(w: &mut Weights) -> Self {
+        Self {
+            e: Raw::new(&mut w.e),
+            st: Raw::new(&mut w.st),
+            b: Raw::new(&mut w.b),
+            dt: Raw::new(&mut w.dt),
+            c: Raw::new(&mut w.c),
+            c_bias: Raw::new(&mut w.c_bias),
+        }
+    }
+}
+
+/// Raw handles to a [`Batch`]'s buffers.
+#[derive(Clone, Copy)]
+struct BatchRaw {
+    cap: usize,
+    u: Raw<f32>,
+    a: Raw<f32>,
+    z: Raw<f32>,
+    da: Raw<f32>,
+    du: Raw<f32>,
+    r: [Raw<f32>; PARTS],
+    z_hat: Raw<f32>,
+    norm: Raw<f32>,
+    d_logits: Raw<f32>,
+    dzh: Raw<f32>,
+    units: Raw<u32>,
+    unit_count: Raw<usize>,
+    seen: Raw<bool>,
+    idx: Raw<u32>,
+    depth: Raw<u32>,
+    counts: Raw<usize>,
+    sq: Raw<f32>,
+    l1: Raw<f64>,
+    proj: Raw<f32>,
+    rec: Raw<f64>,
+    ce: Raw<f64>,
+    preds: Raw<u8>,
+}
+
+impl BatchRaw {
+    fn new(bt: &mut Batch) -> Self {
+        Self {
+            cap: bt.cap,
+            u: Raw::new(&mut bt.u),
+            a: Raw::new(&mut bt.a),
+            z: Raw::new(&mut bt.z),
+            da: Raw::new(&mut bt.da),
+            du: Raw::new(&mut bt.du),
+            r: bt.r.each_mut().map(|r| Raw::new(r)),
+            z_hat: Raw::new(&mut bt.z_hat),
+            norm: Raw::new(&mut bt.norm),
+            d_logits: Raw::new(&mut bt.d_logits),
+            dzh: Raw::new(&mut bt.dzh),
+            units: Raw::new(&mut bt.units),
+            unit_count: Raw::new(&mut bt.unit_count),
+            seen: Raw::new(&mut bt.seen),
+            idx: Raw::new(&mut bt.idx),
+            depth: Raw::new(&mut bt.depth),
+            counts: Raw::new(&mut bt.counts),
+            sq: Raw::new(&mut bt.sq),
+            l1: Raw::new(&mut bt.l1),
+            proj: Raw::new(&mut bt.proj),
+            rec: Raw::new(&mut bt.rec),
+            ce: Raw::new(&mut bt.ce),
+            preds: Raw::new(&mut bt.preds),
+        }
+    }
+}
+
+/// The stages of a pass, in order (see [`Pass::stage_at`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    /// `U = X·Eᵀ − b`, `Z_1 = relu(U)`.
+    Input,
+    /// `Z_{s+1} = relu(U + Z_s·Sᵀ)`.
+    Recur(usize),
+    /// Each part's share of `R`, ‖z^T‖² and Σ z^T.
+    Residual,
+    /// ẑ, R summed, ‖R‖².
+    Loss,
+    /// Softmax, predictions and `∂L/∂logits` (part 0); with a backward pass, `w_rec·R·D`.
+    Head,
+    /// `∂L/∂ẑ` and its projection on ẑ.
+    Signal,
+    /// `DA_T`.
+    Top,
+    /// `DA_s = mask_s ⊙ (DA_{s+1}·S)`.
+    Back(usize),
+    /// The gradient added to the target, then the projections.
+    Update,
+    /// `S ← (Sᵀ)ᵀ`, for the next step's backward products.
+    Mirror,
+}
+
+/// Where a pass adds the minibatch's gradient.
+#[derive(Clone, Copy)]
+struct Update {
+    target: WeightsRaw,
+    scales: Scales,
+    bounds: Option<Bounds>,
+    /// Refresh `S` from the updated `Sᵀ` (the target is the engine's weights).
+    mirror: bool,
+}
+
+/// One pass over a minibatch, cut into stages and parts (see [`parts`]): what it reads,
+/// where it writes, and the unit and pixel ranges of the parts.
+struct Pass<'a> {
+    dims: Dims,
+    k: &'a Kernels,
+    lw: &'a LossWeights,
+    bs: usize,
+    x: &'a [f32],
+    y: &'a [u8],
+    w: WeightsRaw,
+    /// `S` itself (the transpose of `w.st`), for the backward product.
+    s: Raw<f32>,
+    bt: BatchRaw,
+    units: [Range<usize>; PARTS],
+    pixels: [Range<usize>; PARTS],
+    /// Backward pass and update, or the forward pass alone.
+    update: Option<Update>,
 }
 
 impl Pass<'_> {
-    /// `C ← α·A·B + β·C`, over the depth steps `depth` alone when given (A is zero elsewhere,
-    /// so those rows of B are never read). With `par`, C's columns are cut into blocks of
-    /// [`COLS_PER_TASK`] by halving at block boundaries and the halves run as rayon tasks:
-    /// the blocks depend only on the shapes, and no element's arithmetic on the blocking.
+    /// Stages in this pass.
+    fn stage_count(&self) -> usize {
+        let t = self.dims.t;
+        match self.update {
+            None => t + 3,
+            Some(u) => 2 * t + 5 + usize::from(u.mirror),
+        }
+    }
+
+    /// Stage `i`: the forward stages, then the backward ones from `DA_T` down to `DA_1`.
+    fn stage_at(&self, i: usize) -> Stage {
+        let t = self.dims.t;
+        match i {
+            0 => Stage::Input,
+            i if i < t => Stage::Recur(i),
+            i if i == t => Stage::Residual,
+            i if i == t + 1 => Stage::Loss,
+            i if i == t + 2 => Stage::Head,
+            i if i == t + 3 => Stage::Signal,
+            i if i == t + 4 => Stage::Top,
+            i if i < 2 * t + 4 => Stage::Back(2 * t + 3 - i),
+            i if i == 2 * t + 4 => Stage::Update,
+            _ => Stage::Mirror,
+        }
+    }
+
+    /// Part `p` of stage `i`.
+    ///
+    /// Every stage writes only part p's columns of the states (or its rows and columns of
+    /// the weights, or part p's own scratch and per-part values), and reads only what no part
+    /// writes in the same stage; [`parts::run`] orders the stages.
+    fn run(&self, i: usize, p: usize) {
+        match self.stage_at(i) {
+            Stage::Input => self.input(p),
+            Stage::Recur(s) => self.recur(s, p),
+            Stage::Residual => self.residual(p),
+            Stage::Loss => self.loss(p),
+            Stage::Head => self.head(p),
+            Stage::Signal => self.signal(p),
+            Stage::Top => self.top(p),
+            Stage::Back(s) => self.back(s, p),
+            Stage::Update => self.update(p),
+            Stage::Mirror => self.mirror(p),
+        }
+    }
+
+    /// `C ← α·A·B + β·C`, over the depth steps `depth` alone when given (A is zero
+    /// elsewhere, so those rows of B are never read).
     fn gemm(
         &self,
         alpha: f32,
@@ -800,295 +923,423 @@ impl Pass<'_> {
         beta: f32,
         c: MatMut<'_>,
     ) {
-        let n = c.cols();
-        if !self.par || n <= COLS_PER_TASK {
-            match depth {
-                Some(d) => self.k.gemm_depth_subset(alpha, a, b, d, beta, c),
-                None => self.k.gemm(alpha, a, b, beta, c),
+        match depth {
+            Some(d) => self.k.gemm_depth_subset(alpha, a, b, d, beta, c),
+            None => self.k.gemm(alpha, a, b, beta, c),
+        }
+    }
+
+    /// Part p's columns `units[p]` of row `row` of the bs×n matrix at `at` of `buf`, read.
+    ///
+    /// # Safety
+    /// As [`Raw::get`].
+    unsafe fn cols<'b>(&self, buf: &'b Raw<f32>, at: usize, row: usize, p: usize) -> &'b [f32] {
+        let (n, us) = (self.dims.n, &self.units[p]);
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.get(at + row * n + us.start..at + row * n + us.end) }
+    }
+
+    /// As [`Pass::cols`], written.
+    ///
+    /// # Safety
+    /// As [`Raw::get_mut`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn cols_mut<'b>(
+        &self,
+        buf: &'b Raw<f32>,
+        at: usize,
+        row: usize,
+        p: usize,
+    ) -> &'b mut [f32] {
+        let (n, us) = (self.dims.n, &self.units[p]);
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.get_mut(at + row * n + us.start..at + row * n + us.end) }
+    }
+
+    /// Part p's list of its units active at step s.
+    ///
+    /// # Safety
+    /// Step s's lists are not being written (they are built by [`Pass::activate`]).
+    unsafe fn own_units(&self, s: usize, p: usize) -> &[u32] {
+        let (n, us) = (self.dims.n, &self.units[p]);
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let count = self.bt.unit_count.get(s * PARTS + p..s * PARTS + p + 1)[0];
+            self.bt
+                .units
+                .get(s * n + us.start..s * n + us.start + count)
+        }
+    }
+
+    /// The units active at step s in some example, ascending (the parts' lists joined in
+    /// part p's scratch), or `None` when that is all n of them.
+    fn depth(&self, s: usize, p: usize) -> Option<&[u32]> {
+        let n = self.dims.n;
+        // SAFETY: part p's own scratch; step s's lists were finished in an earlier stage.
+        let out = unsafe { self.bt.depth.get_mut(p * n..(p + 1) * n) };
+        let mut len = 0;
+        for q in 0..PARTS {
+            // SAFETY: as above.
+            let list = unsafe { self.own_units(s, q) };
+            out[len..len + list.len()].copy_from_slice(list);
+            len += list.len();
+        }
+        (len < n).then_some(&out[..len])
+    }
+
+    /// `Z_{s+1}[:, P] = relu(src[:, P])` (src is U at step 0, else the pre-activation), with
+    /// the active counts and part p's list of its active units at step s.
+    fn activate(&self, s: usize, p: usize) {
+        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
+        let (bt, sz) = (&self.bt, self.bs * n);
+        let src = if s == 0 { &bt.u } else { &bt.a };
+        // SAFETY: part p's own scratch, states and counts; `src` is not written this stage.
+        unsafe {
+            let idx = bt.idx.get_mut(p * n..(p + 1) * n);
+            let seen = bt.seen.get_mut(us.clone());
+            seen.fill(false);
+            for b in 0..bs {
+                let a_row = self.cols(src, 0, b, p);
+                let z_row = self.cols_mut(&bt.z, s * sz, b, p);
+                let count = self.k.relu_active(a_row, z_row, idx);
+                let at = (s * bs + b) * PARTS + p;
+                bt.counts.get_mut(at..at + 1)[0] = count;
+                for &i in &idx[..count] {
+                    seen[i as usize] = true;
+                }
             }
+            let list = bt.units.get_mut(s * n + us.start..s * n + us.end);
+            let mut count = 0;
+            for (i, _) in seen.iter().enumerate().filter(|&(_, &on)| on) {
+                list[count] = (us.start + i) as u32;
+                count += 1;
+            }
+            bt.unit_count.get_mut(s * PARTS + p..s * PARTS + p + 1)[0] = count;
+        }
+    }
+
+    /// `U[:, P] = X·E[P]ᵀ − b[P]`, `Z_1[:, P] = relu(U[:, P])`.
+    fn input(&self, p: usize) {
+        let Dims { m, n, .. } = self.dims;
+        let (bs, us) = (self.bs, self.units[p].clone());
+        // SAFETY: part p's columns of U; its rows of E and entries of b are not written
+        // during a pass's forward stages.
+        unsafe {
+            let bias = self.w.b.get(us.clone());
+            for b in 0..bs {
+                for (u, &bv) in self.cols_mut(&self.bt.u, 0, b, p).iter_mut().zip(bias) {
+                    *u = -bv;
+                }
+            }
+            let e_t = self.w.e.mat(us.start * m, us.len(), m, m).t();
+            let u = self.bt.u.mat_mut(us.start, bs, us.len(), n);
+            self.k.gemm(1.0, view(self.x, bs, m), e_t, 1.0, u);
+        }
+        self.activate(0, p);
+    }
+
+    /// `Z_{s+1}[:, P] = relu(U[:, P] + Z_s·Sᵀ[:, P])`, over the units active at step s.
+    fn recur(&self, s: usize, p: usize) {
+        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
+        let sz = bs * n;
+        let depth = self.depth(s - 1, p);
+        // SAFETY: part p's columns of the pre-activation; U, the previous state and Sᵀ are
+        // not written this stage.
+        unsafe {
+            for b in 0..bs {
+                self.cols_mut(&self.bt.a, 0, b, p)
+                    .copy_from_slice(self.cols(&self.bt.u, 0, b, p));
+            }
+            let prev = self.bt.z.mat((s - 1) * sz, bs, n, n);
+            let st = self.w.st.mat(us.start, n, us.len(), n);
+            let a = self.bt.a.mat_mut(us.start, bs, us.len(), n);
+            self.gemm(1.0, prev, st, depth, 1.0, a);
+        }
+        self.activate(s, p);
+    }
+
+    /// Part p's share of `R = Z_T·Dᵀ − X` (over its active units; part 0 also subtracts X),
+    /// and of ‖z^T‖² and Σ z^T per example.
+    fn residual(&self, p: usize) {
+        let Dims { m, n, t, .. } = self.dims;
+        let (bs, cap) = (self.bs, self.bt.cap);
+        let last = (t - 1) * bs * n;
+        // SAFETY: part p's own residual share and per-part values; the states and Dᵀ are not
+        // written this stage.
+        unsafe {
+            let r = self.bt.r[p].get_mut(0..bs * m);
+            if p == 0 {
+                for (r, &xv) in r.iter_mut().zip(self.x) {
+                    *r = -xv;
+                }
+            } else {
+                r.fill(0.0);
+            }
+            let z_last = self.bt.z.mat(last, bs, n, n);
+            let dt = self.w.dt.mat(0, n, m, m);
+            let own = self.own_units(t - 1, p);
+            self.k
+                .gemm_depth_subset(1.0, z_last, dt, own, 1.0, view_mut(r, bs, m));
+            for b in 0..bs {
+                let z = self.cols(&self.bt.z, last, b, p);
+                self.bt.sq.get_mut(p * cap + b..p * cap + b + 1)[0] = self.k.dot(z, z);
+                self.bt.l1.get_mut(p * cap + b..p * cap + b + 1)[0] =
+                    z.iter().map(|&v| f64::from(v)).sum();
+            }
+        }
+    }
+
+    /// ẑ over part p's units (each part forms ‖z^T‖ from the parts' shares, in part order),
+    /// the residual summed over part p's pixels into part 0's share, and ‖R‖² over them.
+    fn loss(&self, p: usize) {
+        let Dims { m, n, t, .. } = self.dims;
+        let (bs, cap, px) = (self.bs, self.bt.cap, self.pixels[p].clone());
+        let last = (t - 1) * bs * n;
+        // SAFETY: part p's columns of ẑ, its pixels of R and its per-part values; the states,
+        // the other parts' residual shares and the norms' shares are not written this stage.
+        unsafe {
+            let sq = self.bt.sq.get(0..PARTS * cap);
+            for b in 0..bs {
+                let norm = ((0..PARTS).map(|q| sq[q * cap + b]).sum::<f32>() + NORM_EPS).sqrt();
+                if p == 0 {
+                    self.bt.norm.get_mut(b..b + 1)[0] = norm;
+                }
+                let z = self.cols(&self.bt.z, last, b, p);
+                for (h, &v) in self.cols_mut(&self.bt.z_hat, 0, b, p).iter_mut().zip(z) {
+                    *h = v / norm;
+                }
+                let pixels = b * m + px.start..b * m + px.end;
+                let r = self.bt.r[0].get_mut(pixels.clone());
+                for q in 1..PARTS {
+                    for (rv, &other) in r.iter_mut().zip(self.bt.r[q].get(pixels.clone())) {
+                        *rv += other;
+                    }
+                }
+                self.bt.rec.get_mut(p * cap + b..p * cap + b + 1)[0] = f64::from(self.k.dot(r, r));
+            }
+        }
+    }
+
+    /// Part 0: logits, softmax, prediction and cross-entropy per example, and with a
+    /// backward pass `∂L/∂logits`. Every part then starts `DA_T[:, P] = w_rec·R·D[:, P]`.
+    fn head(&self, p: usize) {
+        let Dims { m, n, l, t, .. } = self.dims;
+        let (bs, us) = (self.bs, self.units[p].clone());
+        let w_cls = self.lw.w_cls as f32;
+        // SAFETY: part 0 alone writes the probabilities, predictions and cross-entropies;
+        // each part writes its columns of DA_T; ẑ, R, C and Dᵀ are not written this stage.
+        unsafe {
+            if p == 0 {
+                let (c, c_bias) = (self.w.c.get(0..l * n), self.w.c_bias.get(0..l));
+                for (b, &label) in self.y.iter().enumerate() {
+                    let z_hat = self.bt.z_hat.get(b * n..(b + 1) * n);
+                    let probs = self.bt.d_logits.get_mut(b * l..(b + 1) * l);
+                    let bias = self.dims.classifier_bias.then_some(c_bias);
+                    let (pred, ce) = classify(self.k, c, bias, z_hat, label, probs);
+                    self.bt.preds.get_mut(b..b + 1)[0] = pred as u8;
+                    self.bt.ce.get_mut(b..b + 1)[0] = ce;
+                    if self.update.is_some() {
+                        logit_grad(w_cls, label, probs);
+                    }
+                }
+            }
+            if self.update.is_some() {
+                let r = self.bt.r[0].mat(0, bs, m, m);
+                let d = self.w.dt.mat(us.start * m, us.len(), m, m).t();
+                let da = self
+                    .bt
+                    .da
+                    .mat_mut((t - 1) * bs * n + us.start, bs, us.len(), n);
+                self.k.gemm(self.lw.w_rec as f32, r, d, 0.0, da);
+            }
+        }
+    }
+
+    /// With a classifier loss: `∂L/∂ẑ[:, P] = (∂L/∂logits)·C[:, P]` and its projection on
+    /// ẑ over part p's units.
+    fn signal(&self, p: usize) {
+        if self.lw.w_cls == 0.0 {
             return;
         }
-        let half = (n / COLS_PER_TASK).div_ceil(2) * COLS_PER_TASK;
-        let (cl, cr) = c.split_at_col(half);
-        let (bl, br) = (
-            b.block(0, 0, b.rows(), half),
-            b.block(0, half, b.rows(), n - half),
-        );
-        rayon::join(
-            || self.gemm(alpha, a, bl, depth, beta, cl),
-            || self.gemm(alpha, a, br, depth, beta, cr),
-        );
-    }
-
-    /// Forward pass of the minibatch `x` (bs × m) into `bt`: states, residuals, softmax
-    /// probabilities, loss terms, predictions and active counts.
-    fn forward(&self, bt: &mut Batch, x: &[f32], y: &[u8]) {
-        let Dims { m, n, l, t, .. } = self.dims;
-        let (w, k) = (self.w, self.k);
-        let bs = y.len();
-        bt.len = bs;
-        let sz = bs * n;
-        // U = X·Eᵀ − b
-        for row in bt.u[..sz].chunks_exact_mut(n) {
-            for (u, &b) in row.iter_mut().zip(&w.b) {
-                *u = -b;
-            }
-        }
-        let xm = view(x, bs, m);
-        let e_t = view(&w.e, n, m).t();
-        self.gemm(1.0, xm, e_t, None, 1.0, view_mut(&mut bt.u, bs, n));
-        // Z_1 = relu(U); Z_{t+1} = relu(U + Z_t·Sᵀ)
-        let st = view(&w.st, n, n);
-        for s in 0..t {
-            let (done, rest) = bt.z.split_at_mut(s * sz);
-            let src = if s == 0 {
-                &bt.u[..sz]
-            } else {
-                bt.a[..sz].copy_from_slice(&bt.u[..sz]);
-                let prev = view(&done[(s - 1) * sz..], bs, n);
-                let depth = subset(bt.active.step(s - 1), n);
-                self.gemm(1.0, prev, st, depth, 1.0, view_mut(&mut bt.a, bs, n));
-                &bt.a[..sz]
-            };
-            let counts = &mut bt.counts[s * bs..(s + 1) * bs];
-            let idx = &mut bt.idx;
-            bt.active.build(s, |union| {
-                for ((a_row, z_row), count) in src
-                    .chunks_exact(n)
-                    .zip(rest[..sz].chunks_exact_mut(n))
-                    .zip(counts)
-                {
-                    *count = k.relu_active(a_row, z_row, idx);
-                    union.add(&idx[..*count]);
-                }
-            });
-        }
-        // R = Z_T·Dᵀ − X
-        let z_last = &bt.z[(t - 1) * sz..t * sz];
-        for (r, &xv) in bt.r[..bs * m].iter_mut().zip(x) {
-            *r = -xv;
-        }
-        let dt = view(&w.dt, n, m);
-        let depth = subset(bt.active.step(t - 1), n);
-        self.gemm(
-            1.0,
-            view(z_last, bs, n),
-            dt,
-            depth,
-            1.0,
-            view_mut(&mut bt.r, bs, m),
-        );
-        // Per example: loss terms, ẑ = z^T / sqrt(‖z^T‖² + ε), logits = C·ẑ + c, softmax.
-        for (b, &label) in y.iter().enumerate() {
-            let z = &z_last[b * n..(b + 1) * n];
-            let r = &bt.r[b * m..(b + 1) * m];
-            let rec = 0.5 * f64::from(k.dot(r, r));
-            let l1: f64 = z.iter().map(|&v| f64::from(v)).sum();
-            let norm = (k.dot(z, z) + NORM_EPS).sqrt();
-            bt.norm[b] = norm;
-            let z_hat = &mut bt.z_hat[b * n..(b + 1) * n];
-            for (h, &v) in z_hat.iter_mut().zip(z) {
-                *h = v / norm;
-            }
-            let probs = &mut bt.d_logits[b * l..(b + 1) * l];
-            let (pred, ce) = classify(k, w, self.dims.classifier_bias, z_hat, label, probs);
-            bt.loss[b] = LossTerms {
-                rec: self.lw.w_rec * rec,
-                sparsity: self.lw.lambda * l1,
-                cls: self.lw.w_cls * ce,
-                errors: usize::from(pred != label as usize),
-            };
-            bt.preds[b] = pred as u8;
-        }
-    }
-
-    /// Backward pass (analytic BPTT, as in the reference) of the minibatch whose forward
-    /// pass is in `bt`: leaves `DA_t`, `DU` and `∂L/∂logits`.
-    fn backward(&self, bt: &mut Batch, y: &[u8]) {
-        let Dims { m, n, l, t, .. } = self.dims;
-        let (w, k) = (self.w, self.k);
-        let bs = y.len();
-        let sz = bs * n;
-        let (w_rec, lambda, w_cls) = (
-            self.lw.w_rec as f32,
-            self.lw.lambda as f32,
-            self.lw.w_cls as f32,
-        );
-        for (probs, &label) in bt.d_logits.chunks_exact_mut(l).zip(y) {
-            logit_grad(w_cls, label, probs);
-        }
-        // d_z^T = w_rec·D·r + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits, masked by z^T > 0
-        let last = (t - 1) * sz;
-        let dt_t = view(&w.dt, n, m).t();
-        self.gemm(
-            w_rec,
-            view(&bt.r, bs, m),
-            dt_t,
-            None,
-            0.0,
-            view_mut(&mut bt.da[last..], bs, n),
-        );
-        for b in 0..bs {
-            let rows = b * n..(b + 1) * n;
-            let da = &mut bt.da[last + b * n..last + (b + 1) * n];
-            let z = &bt.z[last + b * n..last + (b + 1) * n];
-            let z_hat = &bt.z_hat[rows.clone()];
-            if w_cls != 0.0 {
-                let dzh = &mut bt.dzh;
+        let Dims { n, l, .. } = self.dims;
+        let (cap, us) = (self.bt.cap, self.units[p].clone());
+        // SAFETY: part p's columns of ∂L/∂ẑ and its per-part values; C, ẑ and ∂L/∂logits are
+        // not written this stage.
+        unsafe {
+            for b in 0..self.bs {
+                let dzh = self.cols_mut(&self.bt.dzh, 0, b, p);
                 dzh.fill(0.0);
-                for (class, &g) in bt.d_logits[b * l..(b + 1) * l].iter().enumerate() {
-                    k.axpy(dzh, g, &w.c[class * n..(class + 1) * n]);
+                for (class, &g) in self.bt.d_logits.get(b * l..(b + 1) * l).iter().enumerate() {
+                    let c_row = self.w.c.get(class * n + us.start..class * n + us.end);
+                    self.k.axpy(dzh, g, c_row);
                 }
-                let proj = k.dot(dzh, z_hat);
-                let inv = 1.0 / bt.norm[b];
-                for ((d, &g), &h) in da.iter_mut().zip(dzh.iter()).zip(z_hat) {
-                    *d += (g - h * proj) * inv;
-                }
-            }
-            for ((d, &zv), du) in da.iter_mut().zip(z).zip(&mut bt.du[rows]) {
-                *d = if zv > 0.0 { *d + lambda } else { 0.0 };
-                *du = *d;
-            }
-        }
-        // d_z^t = DA_{t+1}·S (DA_{t+1} is zero outside the units active at step t+1),
-        // d_a^t = d_z^t ⊙ 1[z^t > 0]
-        let s_mat = view(self.s, n, n);
-        for s in (0..t - 1).rev() {
-            let (lower, upper) = bt.da.split_at_mut((s + 1) * sz);
-            self.gemm(
-                1.0,
-                view(upper, bs, n),
-                s_mat,
-                subset(bt.active.step(s + 1), n),
-                0.0,
-                view_mut(&mut lower[s * sz..], bs, n),
-            );
-            let cur = &mut lower[s * sz..(s + 1) * sz];
-            let z = &bt.z[s * sz..(s + 1) * sz];
-            for ((d, &zv), du) in cur.iter_mut().zip(z).zip(&mut bt.du[..sz]) {
-                *d = if zv > 0.0 { *d } else { 0.0 };
-                *du += *d;
+                let proj = self.k.dot(dzh, self.cols(&self.bt.z_hat, 0, b, p));
+                self.bt.proj.get_mut(p * cap + b..p * cap + b + 1)[0] = proj;
             }
         }
     }
-}
 
-/// The update of a step: the state of the minibatch's groups, applied to a target.
-struct UpdateCtx<'a> {
-    groups: &'a [Batch],
-    stacked: &'a Stacked,
-    /// The whole minibatch's inputs (bs × m).
-    x: &'a [f32],
-    dims: Dims,
-    w_rec: f32,
-    classify: bool,
-    kernels: &'a Kernels,
-}
+    /// `DA_T[:, P] = mask_T ⊙ (w_rec·R·D + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits)[:, P]`, and
+    /// `DU[:, P] = DA_T[:, P]`.
+    fn top(&self, p: usize) {
+        let Dims { n, t, .. } = self.dims;
+        let (bs, cap) = (self.bs, self.bt.cap);
+        let last = (t - 1) * bs * n;
+        let lambda = self.lw.lambda as f32;
+        // SAFETY: part p's columns of DA_T and DU; the states, ẑ, ∂L/∂ẑ, the norms and the
+        // projections' shares are not written this stage.
+        unsafe {
+            for b in 0..bs {
+                let da = self.cols_mut(&self.bt.da, last, b, p);
+                if self.lw.w_cls != 0.0 {
+                    let proj_parts = self.bt.proj.get(0..PARTS * cap);
+                    let proj = (0..PARTS).map(|q| proj_parts[q * cap + b]).sum::<f32>();
+                    let inv = 1.0 / self.bt.norm.get(b..b + 1)[0];
+                    let dzh = self.cols(&self.bt.dzh, 0, b, p);
+                    let z_hat = self.cols(&self.bt.z_hat, 0, b, p);
+                    for ((d, &g), &h) in da.iter_mut().zip(dzh).zip(z_hat) {
+                        *d += (g - h * proj) * inv;
+                    }
+                }
+                let z = self.cols(&self.bt.z, last, b, p);
+                let du = self.cols_mut(&self.bt.du, 0, b, p);
+                for ((d, &zv), du) in da.iter_mut().zip(z).zip(du) {
+                    *d = if zv > 0.0 { *d + lambda } else { 0.0 };
+                    *du = *d;
+                }
+            }
+        }
+    }
 
-impl UpdateCtx<'_> {
-    /// Adds `scale × gradient` of the minibatch to `target`, then projects when `bounds` is
-    /// given. Weight rows are updated in fixed blocks, each by one task that adds the groups'
-    /// products in order and then projects its rows.
-    fn accumulate(&self, target: &mut Weights, scales: Scales, bounds: Option<Bounds>) {
+    /// `DA_s[:, P] = mask_s ⊙ (DA_{s+1}·S[:, P])` (over the units active at step s+1), and
+    /// `DU[:, P] += DA_s[:, P]`.
+    fn back(&self, s: usize, p: usize) {
+        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
+        let sz = bs * n;
+        let depth = self.depth(s + 1, p);
+        // SAFETY: part p's columns of DA_s and DU; DA_{s+1}, the states and S are not written
+        // this stage.
+        unsafe {
+            let upper = self.bt.da.mat((s + 1) * sz, bs, n, n);
+            let s_mat = self.s.mat(us.start, n, us.len(), n);
+            let cur = self.bt.da.mat_mut(s * sz + us.start, bs, us.len(), n);
+            self.gemm(1.0, upper, s_mat, depth, 0.0, cur);
+            for b in 0..bs {
+                let cur = self.cols_mut(&self.bt.da, s * sz, b, p);
+                let z = self.cols(&self.bt.z, s * sz, b, p);
+                for ((d, &zv), du) in cur
+                    .iter_mut()
+                    .zip(z)
+                    .zip(self.cols_mut(&self.bt.du, 0, b, p))
+                {
+                    *d = if zv > 0.0 { *d } else { 0.0 };
+                    *du += *d;
+                }
+            }
+        }
+    }
+
+    /// Adds `scale × gradient` of the minibatch to part p's share of the target (its
+    /// columns of Sᵀ, rows of E and Dᵀ, entries of b; part 0 also C and c), then projects
+    /// the rows it owns when the update carries bounds.
+    fn update(&self, p: usize) {
+        let Some(Update {
+            target: tw,
+            scales,
+            bounds,
+            ..
+        }) = self.update
+        else {
+            return;
+        };
         let Dims { m, n, l, t, .. } = self.dims;
-        let (k, st_ed) = (self.kernels, self.stacked);
-        let bs = self.x.len() / m;
-        let Weights {
-            e,
-            st,
-            b,
-            dt,
-            c,
-            c_bias,
-        } = target;
-        // ∂L/∂Sᵀ = Σ_t Z_tᵀ·DA_{t+1}: per group, one product over the stacked steps.
-        let update_s = || {
-            st.par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .for_each(|(task, rows)| {
-                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / n);
-                    for g in self.groups {
-                        let depth = (t - 1) * g.len;
-                        let z_steps = view(&g.z, depth, n).t().block(r0, 0, h, depth);
-                        let da_steps = view(&g.da[g.len * n..], depth, n);
-                        k.gemm(scales.s, z_steps, da_steps, 1.0, view_mut(rows, h, n));
-                    }
-                });
-        };
-        // ∂L/∂E = DUᵀ·X, then the E-row bound.
-        let update_e = || {
-            e.par_chunks_mut(ROWS_PER_TASK * m)
-                .enumerate()
-                .for_each(|(task, rows)| {
-                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
-                    let du_t = view(&st_ed.du[..bs * n], bs, n).t().block(r0, 0, h, bs);
-                    let xm = view(self.x, bs, m);
-                    k.gemm(scales.e, du_t, xm, 1.0, view_mut(rows, h, m));
-                    if let Some(bounds) = bounds {
-                        for row in rows.chunks_exact_mut(m) {
-                            clip_norm(k, row, bounds.e_row);
-                        }
-                    }
-                });
-        };
-        // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on every row, changed or not: a
-        // rescaled row can come out an ulp above the bound, and projecting it again only
-        // when it next changes would make the parameters depend on that history, which a
-        // checkpoint does not hold (a resumed run would then differ from an unbroken one).
-        let alpha_d = scales.d * self.w_rec;
-        let update_d = || {
-            dt.par_chunks_mut(ROWS_PER_TASK * m)
-                .enumerate()
-                .for_each(|(task, rows)| {
-                    let (r0, h) = (task * ROWS_PER_TASK, rows.len() / m);
-                    let zt_t = view(&st_ed.z_last[..bs * n], bs, n).t().block(r0, 0, h, bs);
-                    let rm = view(&st_ed.r[..bs * m], bs, m);
-                    k.gemm(alpha_d, zt_t, rm, 1.0, view_mut(rows, h, m));
-                    if let Some(bounds) = bounds {
-                        for row in rows.chunks_exact_mut(m) {
-                            clip_norm(k, row, bounds.d_col);
-                        }
-                    }
-                });
-        };
-        rayon::join(update_s, || rayon::join(update_e, update_d));
-        // ∂L/∂b = −Σ_b DU_b; ∂L/∂C = Σ_b (∂L/∂logits)_b·ẑ_bᵀ, ∂L/∂c = Σ_b (∂L/∂logits)_b
-        // (both zero without a classifier loss; the bias only when it is switched on).
-        for g in self.groups {
-            for du in g.du[..g.len * n].chunks_exact(n) {
-                for (bv, &d) in b.iter_mut().zip(du) {
+        let (bs, us) = (self.bs, self.units[p].clone());
+        let (h, sz) = (us.len(), bs * n);
+        let k = self.k;
+        // SAFETY: part p's columns of Sᵀ, rows of E and Dᵀ and entries of b, and (part 0) C
+        // and c; the states, adjoints, R, ẑ and ∂L/∂logits are not written this stage.
+        unsafe {
+            // ∂L/∂Sᵀ = Σ_t Z_tᵀ·DA_{t+1}: one product over the stacked steps.
+            let depth = (t - 1) * bs;
+            let z_steps = self.bt.z.mat(0, depth, n, n).t();
+            let da_steps = self.bt.da.mat(sz + us.start, depth, h, n);
+            let st = tw.st.mat_mut(us.start, n, h, n);
+            k.gemm(scales.s, z_steps, da_steps, 1.0, st);
+            // ∂L/∂E = DUᵀ·X, then the E-row bound.
+            let du_t = self.bt.du.mat(us.start, bs, h, n).t();
+            let e = tw.e.mat_mut(us.start * m, h, m, m);
+            k.gemm(scales.e, du_t, view(self.x, bs, m), 1.0, e);
+            // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on every row, changed or not: a
+            // rescaled row can come out an ulp above the bound, and projecting it again only
+            // when it next changes would make the parameters depend on that history, which a
+            // checkpoint does not hold (a resumed run would then differ from an unbroken one).
+            let zt_t = self.bt.z.mat((t - 1) * sz + us.start, bs, h, n).t();
+            let r = self.bt.r[0].mat(0, bs, m, m);
+            let dt = tw.dt.mat_mut(us.start * m, h, m, m);
+            k.gemm(scales.d * self.lw.w_rec as f32, zt_t, r, 1.0, dt);
+            if let Some(bounds) = bounds {
+                for row in tw.e.get_mut(us.start * m..us.end * m).chunks_exact_mut(m) {
+                    clip_norm(k, row, bounds.e_row);
+                }
+                for row in tw.dt.get_mut(us.start * m..us.end * m).chunks_exact_mut(m) {
+                    clip_norm(k, row, bounds.d_col);
+                }
+            }
+            // ∂L/∂b = −Σ_b DU_b.
+            let bias = tw.b.get_mut(us.clone());
+            for b in 0..bs {
+                for (bv, &d) in bias.iter_mut().zip(self.cols(&self.bt.du, 0, b, p)) {
                     *bv -= scales.b * d;
                 }
             }
-            if !self.classify {
-                continue;
+            if p != 0 {
+                return;
             }
-            let (dl, z_hat) = (&g.d_logits[..g.len * l], &g.z_hat[..g.len * n]);
-            add_classifier_grad(k, self.dims, scales, dl, z_hat, c, c_bias);
+            // ∂L/∂C = Σ_b (∂L/∂logits)_b·ẑ_bᵀ, ∂L/∂c = Σ_b (∂L/∂logits)_b (both zero without
+            // a classifier loss; the bias only when it is switched on).
+            let c = tw.c.get_mut(0..l * n);
+            if self.lw.w_cls != 0.0 {
+                let dl = self.bt.d_logits.get(0..bs * l);
+                let z_hat = self.bt.z_hat.get(0..bs * n);
+                let c_bias = tw.c_bias.get_mut(0..l);
+                add_classifier_grad(k, self.dims, scales, dl, z_hat, c, c_bias);
+            }
+            if let Some(bounds) = bounds {
+                for row in c.chunks_exact_mut(n) {
+                    clip_norm(k, row, bounds.c_row);
+                }
+            }
         }
-        if let Some(bounds) = bounds {
-            for row in c.chunks_exact_mut(n) {
-                clip_norm(k, row, bounds.c_row);
-            }
+    }
+
+    /// `S[:, P] ← (Sᵀ[P, :])ᵀ`: part p's columns of S, from its units' rows of Sᵀ (which
+    /// every part's update wrote).
+    fn mirror(&self, p: usize) {
+        let (n, us) = (self.dims.n, self.units[p].clone());
+        // SAFETY: part p's columns of S; Sᵀ is not written this stage.
+        unsafe {
+            let src = self.w.st.mat(us.start * n, us.len(), n, n);
+            let dst = self.s.mat_mut(us.start, n, us.len(), n);
+            self.k.transpose(src, dst);
         }
     }
 }
 
-/// Logits `C·ẑ + c` of one code, turned in place into softmax probabilities (the maximum
-/// subtracted for stability). Returns the predicted class (first on ties) and the
-/// cross-entropy of `label`.
+/// Logits `C·ẑ + c` of one code (`bias`: c, when the classifier has one), turned in place
+/// into softmax probabilities (the maximum subtracted for stability). Returns the predicted
+/// class (first on ties) and the cross-entropy of `label`.
 fn classify(
     k: &Kernels,
-    w: &Weights,
-    bias: bool,
+    c: &[f32],
+    bias: Option<&[f32]>,
     z_hat: &[f32],
     label: u8,
     probs: &mut [f32],
 ) -> (usize, f64) {
     let n = z_hat.len();
     for (class, logit) in probs.iter_mut().enumerate() {
-        let b = if bias { w.c_bias[class] } else { 0.0 };
-        *logit = b + k.dot(&w.c[class * n..(class + 1) * n], z_hat);
+        let b = bias.map_or(0.0, |b| b[class]);
+        *logit = b + k.dot(&c[class * n..(class + 1) * n], z_hat);
     }
     let mut pred = 0usize;
     for class in 1..probs.len() {

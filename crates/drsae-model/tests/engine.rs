@@ -143,8 +143,8 @@ fn frozen_encoder_phase_two_updates_only_the_classifier() {
     assert!(engine.params().e != params.e, "phase 1 must still train E");
 }
 
-/// Minibatches that split into unequal groups (7 = 4 + 3), a single example, and one larger
-/// than the engine was built for: the same gradients as the reference.
+/// An odd minibatch (7), a single example, and one larger than the engine was built for, on
+/// two threads (each owning half of the units): the same gradients as the reference.
 #[test]
 fn engine_gradients_match_reference_for_uneven_and_growing_batch_sizes() {
     let ds = fixture();
