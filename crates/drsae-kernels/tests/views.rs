@@ -41,8 +41,8 @@ fn mutable_views_reject_aliasing_strides() {
 fn raw_views_are_checked_like_slice_views() {
     let mut data = vec![0.0f32; 16];
     let ptr = data.as_mut_ptr();
-    // SAFETY (all four): `ptr` addresses the 16 elements of `data`, which nothing else
-    // touches while each view lives.
+    // SAFETY: `ptr` addresses the 16 elements of `data`, which nothing else touches while
+    // each of the views below lives.
     unsafe {
         assert!(matches!(
             MatMut::from_raw_parts(ptr, 16, 2, 2, 0, 1),
