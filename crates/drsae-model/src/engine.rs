@@ -22,8 +22,9 @@
 //! Parallelism and reproducibility: the model, not the minibatch, is split over threads.
 //! Each of the [`parts::PARTS`] parts owns a fixed range of the hidden units and computes
 //! those units' columns of every state and adjoint, and updates their rows of E and Dᵀ and
-//! their columns of Sᵀ (see [`parts`]). With the examples split instead, both cores read
-//! every weight that the other has just updated, and two threads ran only 1.1–1.3× one.
+//! their columns of Sᵀ (see [`parts`]), so only activations move between cores; splitting
+//! the examples instead had both cores read every weight the other had just updated, and
+//! ran 0.87× as fast on two threads at minibatch 10 (paired runs, see the README).
 //! Sums over the units (the residual, ‖z^T‖, the classifier's projection) are formed per
 //! part and added in part order, so every element's arithmetic is the same whichever
 //! thread runs it: parameters after an epoch are bit-identical for every thread count.
