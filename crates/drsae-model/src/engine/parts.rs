@@ -10,7 +10,7 @@
 //! thread count.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use drsae_kernels::{MatMut, MatRef};
 
@@ -41,6 +41,19 @@ struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    /// Set when a party panicked: the others would otherwise wait for it forever.
+    poisoned: AtomicBool,
+}
+
+/// Poisons its barrier if dropped while its thread unwinds.
+struct PoisonOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl SpinBarrier {
@@ -49,11 +62,15 @@ impl SpinBarrier {
             parties,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
         }
     }
 
     /// Returns once all parties have called `wait`; everything written before any party's
     /// call is visible to all of them after it.
+    ///
+    /// # Panics
+    /// If another party panicked (rayon then passes the first panic on to the caller).
     fn wait(&self) {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
@@ -63,6 +80,10 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            assert!(
+                !self.poisoned.load(Ordering::Acquire),
+                "another part of this step panicked"
+            );
             if spins < 4096 {
                 spins += 1;
                 std::hint::spin_loop();
@@ -91,6 +112,7 @@ pub(super) fn run(parallel: bool, stages: usize, stage: &(dyn Fn(usize, usize) +
         if p >= PARTS {
             return;
         }
+        let _poison = PoisonOnPanic(&barrier);
         for i in 0..stages {
             if i > 0 {
                 barrier.wait();
@@ -218,6 +240,16 @@ mod tests {
             });
             let log = log.into_inner().unwrap();
             assert_eq!(log.len(), 50 * PARTS, "{threads} threads");
+            // A part that panics ends the step with that panic instead of leaving the other
+            // part waiting at the next barrier.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| {
+                    run(threads > 1, 3, &|i, p| {
+                        assert!(i != 1 || p != 0, "stage 1 part 0")
+                    })
+                })
+            }));
+            assert!(outcome.is_err(), "{threads} threads: the panic was lost");
             for pair in log.windows(2) {
                 assert!(pair[0].0 <= pair[1].0, "{threads} threads: {pair:?}");
             }
