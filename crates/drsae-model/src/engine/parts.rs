@@ -181,8 +181,13 @@ impl Raw<f32> {
     /// # Safety
     /// As [`Raw::get`], for every element from `at` to the block's last.
     pub(super) unsafe fn mat(&self, at: usize, rows: usize, cols: usize, rs: usize) -> MatRef<'_> {
-        // SAFETY: forwarded to the caller.
-        let data = unsafe { self.get(at.min(self.len)..self.len) };
+        // The slice ends at the block's last element: what follows may be another part's.
+        let data = if rows == 0 || cols == 0 {
+            &[]
+        } else {
+            // SAFETY: forwarded to the caller (`get` checks the bounds).
+            unsafe { self.get(at..at + (rows - 1) * rs + cols) }
+        };
         MatRef::new(data, rows, cols, rs, 1).expect(super::SHAPED)
     }
 
