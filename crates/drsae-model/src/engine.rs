@@ -54,6 +54,14 @@ const EVAL_CHUNK: usize = 128;
 /// Added to ‖z^T‖² before the square root, as in the reference: no NaN for an all-zero code.
 const NORM_EPS: f32 = crate::reference::NORM_EPS as f32;
 
+/// `len` rounded up to whole 64-byte lines of `T`, plus one line: parts whose scratch starts
+/// this many elements apart never write the same cache line, whatever the allocation's
+/// alignment (two cores writing one line pass it back and forth at every write).
+fn padded<T>(len: usize) -> usize {
+    let per_line = 64 / std::mem::size_of::<T>();
+    len.next_multiple_of(per_line) + per_line
+}
+
 /// Every buffer is allocated with its matrix's exact size (or more).
 const SHAPED: &str = "engine buffers have their matrices' sizes";
 
@@ -118,10 +126,13 @@ struct Dims {
 /// A minibatch's forward and backward state, allocated for `cap` examples and reused every
 /// step. Per-step blocks are laid out for the current batch size `bs`: step s (holding
 /// `z^{s+1}`) occupies `s·bs·n .. (s+1)·bs·n`, so consecutive steps stack into one matrix.
-/// Per-part values of an example b live at `p·cap + b`.
+/// Per-part values of an example b live at `p·stride + b`; each part's scratch is padded
+/// (see [`padded`]) so that no cache line holds two parts' values.
 #[derive(Clone, Debug)]
 struct Batch {
     cap: usize,
+    /// Distance between two parts' per-example values.
+    stride: usize,
     /// Examples in the current pass (`bs` below).
     len: usize,
     /// `U = X·Eᵀ − b`, bs×n.
@@ -146,15 +157,15 @@ struct Batch {
     /// `∂L/∂ẑ = Cᵀ·∂L/∂logits`, bs×n.
     dzh: AlignedVec,
     /// Step s's active units, each part's ascending list at the start of its own range of
-    /// `s·n .. (s+1)·n`; its length at `s·PARTS + p` of `unit_count`.
+    /// `s·n .. (s+1)·n`; its length at `p·padded(t) + s` of `unit_count`.
     units: Vec<u32>,
     unit_count: Vec<usize>,
-    /// Scratch: which of its units a part has seen active (n), each part's ReLU index output
-    /// and depth list (n each, part p's at `p·n`).
+    /// Scratch: which of its units a part has seen active, its ReLU index output and its
+    /// depth list, part p's at `p·padded(n)`.
     seen: Vec<bool>,
     idx: Vec<u32>,
     depth: Vec<u32>,
-    /// Active units per step, example and part, at `(s·bs + b)·PARTS + p`.
+    /// Active units per part, step and example, at `p·padded(t·cap) + s·bs + b`.
     counts: Vec<usize>,
     /// Per part and example: ‖z^T‖² and Σ z^T over its units, the projection of `∂L/∂ẑ` on ẑ
     /// over its units, and ‖R‖² over its pixels.
@@ -170,8 +181,10 @@ struct Batch {
 impl Batch {
     fn new(cap: usize, d: Dims) -> Self {
         let Dims { m, n, l, t, .. } = d;
+        let stride = padded::<f64>(cap);
         Self {
             cap,
+            stride,
             len: 0,
             u: AlignedVec::zeros(cap * n),
             a: AlignedVec::zeros(cap * n),
@@ -184,15 +197,15 @@ impl Batch {
             d_logits: AlignedVec::zeros(cap * l),
             dzh: AlignedVec::zeros(cap * n),
             units: vec![0; t * n],
-            unit_count: vec![0; t * PARTS],
-            seen: vec![false; n],
-            idx: vec![0; PARTS * n],
-            depth: vec![0; PARTS * n],
-            counts: vec![0; t * cap * PARTS],
-            sq: vec![0.0; PARTS * cap],
-            l1: vec![0.0; PARTS * cap],
-            proj: vec![0.0; PARTS * cap],
-            rec: vec![0.0; PARTS * cap],
+            unit_count: vec![0; PARTS * padded::<usize>(t)],
+            seen: vec![false; PARTS * padded::<bool>(n)],
+            idx: vec![0; PARTS * padded::<u32>(n)],
+            depth: vec![0; PARTS * padded::<u32>(n)],
+            counts: vec![0; PARTS * padded::<usize>(t * cap)],
+            sq: vec![0.0; PARTS * stride],
+            l1: vec![0.0; PARTS * stride],
+            proj: vec![0.0; PARTS * stride],
+            rec: vec![0.0; PARTS * stride],
             ce: vec![0.0; cap],
             preds: vec![0; cap],
         }
@@ -202,7 +215,7 @@ impl Batch {
     fn loss_sum(&self, y: &[u8], lw: &LossWeights) -> LossTerms {
         let mut sum = LossTerms::default();
         for (b, &label) in y.iter().enumerate().take(self.len) {
-            let part_sum = |v: &[f64]| (0..PARTS).map(|p| v[p * self.cap + b]).sum::<f64>();
+            let part_sum = |v: &[f64]| (0..PARTS).map(|p| v[p * self.stride + b]).sum::<f64>();
             sum += LossTerms {
                 rec: lw.w_rec * 0.5 * part_sum(&self.rec),
                 sparsity: lw.lambda * part_sum(&self.l1),
@@ -216,13 +229,14 @@ impl Batch {
     /// Adds the activity of the current pass's examples to `into`, in place (no allocation
     /// once `into` has its `steps` entries).
     fn add_activity(&self, steps: usize, into: &mut Activity) {
-        let per_step = self.len * PARTS;
+        let (bs, part) = (self.len, self.counts.len() / PARTS);
         into.active_per_step
             .resize(into.active_per_step.len().max(steps), 0);
         for (s, acc) in into.active_per_step[..steps].iter_mut().enumerate() {
-            *acc += self.counts[s * per_step..(s + 1) * per_step]
-                .iter()
-                .sum::<usize>() as u64;
+            for p in 0..PARTS {
+                let at = p * part + s * bs;
+                *acc += self.counts[at..at + bs].iter().sum::<usize>() as u64;
+            }
         }
         into.examples += self.len;
     }
@@ -757,7 +771,9 @@ impl WeightsRaw {
 /// Raw handles to a [`Batch`]'s buffers.
 #[derive(Clone, Copy)]
 struct BatchRaw {
-    cap: usize,
+    /// [`Batch::stride`], and each part's share of `counts`.
+    stride: usize,
+    count_part: usize,
     u: Raw<f32>,
     a: Raw<f32>,
     z: Raw<f32>,
@@ -785,7 +801,8 @@ struct BatchRaw {
 impl BatchRaw {
     fn new(bt: &mut Batch) -> Self {
         Self {
-            cap: bt.cap,
+            stride: bt.stride,
+            count_part: bt.counts.len() / PARTS,
             u: Raw::new(&mut bt.u),
             a: Raw::new(&mut bt.a),
             z: Raw::new(&mut bt.z),
@@ -957,6 +974,11 @@ impl Pass<'_> {
         unsafe { buf.get_mut(at + row * n + us.start..at + row * n + us.end) }
     }
 
+    /// Each part's share of the active-list lengths.
+    fn unit_part(&self) -> usize {
+        padded::<usize>(self.dims.t)
+    }
+
     /// Part p's list of its units active at step s.
     ///
     /// # Safety
@@ -965,7 +987,8 @@ impl Pass<'_> {
         let (n, us) = (self.dims.n, &self.units[p]);
         // SAFETY: forwarded to the caller.
         unsafe {
-            let count = self.bt.unit_count.get(s * PARTS + p..s * PARTS + p + 1)[0];
+            let at = p * self.unit_part() + s;
+            let count = self.bt.unit_count.get(at..at + 1)[0];
             self.bt
                 .units
                 .get(s * n + us.start..s * n + us.start + count)
@@ -976,8 +999,9 @@ impl Pass<'_> {
     /// part p's scratch), or `None` when that is all n of them.
     fn depth(&self, s: usize, p: usize) -> Option<&[u32]> {
         let n = self.dims.n;
+        let at = p * padded::<u32>(n);
         // SAFETY: part p's own scratch; step s's lists were finished in an earlier stage.
-        let out = unsafe { self.bt.depth.get_mut(p * n..(p + 1) * n) };
+        let out = unsafe { self.bt.depth.get_mut(at..at + n) };
         let mut len = 0;
         for q in 0..PARTS {
             // SAFETY: as above.
@@ -996,14 +1020,16 @@ impl Pass<'_> {
         let src = if s == 0 { &bt.u } else { &bt.a };
         // SAFETY: part p's own scratch, states and counts; `src` is not written this stage.
         unsafe {
-            let idx = bt.idx.get_mut(p * n..(p + 1) * n);
-            let seen = bt.seen.get_mut(us.clone());
+            let at = p * padded::<u32>(n);
+            let idx = bt.idx.get_mut(at..at + n);
+            let at = p * padded::<bool>(n);
+            let seen = bt.seen.get_mut(at..at + us.len());
             seen.fill(false);
             for b in 0..bs {
                 let a_row = self.cols(src, 0, b, p);
                 let z_row = self.cols_mut(&bt.z, s * sz, b, p);
                 let count = self.k.relu_active(a_row, z_row, idx);
-                let at = (s * bs + b) * PARTS + p;
+                let at = p * bt.count_part + s * bs + b;
                 bt.counts.get_mut(at..at + 1)[0] = count;
                 for &i in &idx[..count] {
                     seen[i as usize] = true;
@@ -1015,7 +1041,8 @@ impl Pass<'_> {
                 list[count] = (us.start + i) as u32;
                 count += 1;
             }
-            bt.unit_count.get_mut(s * PARTS + p..s * PARTS + p + 1)[0] = count;
+            let at = p * self.unit_part() + s;
+            bt.unit_count.get_mut(at..at + 1)[0] = count;
         }
     }
 
@@ -1063,7 +1090,7 @@ impl Pass<'_> {
     /// and of ‖z^T‖² and Σ z^T per example.
     fn residual(&self, p: usize) {
         let Dims { m, n, t, .. } = self.dims;
-        let (bs, cap) = (self.bs, self.bt.cap);
+        let (bs, cap) = (self.bs, self.bt.stride);
         let last = (t - 1) * bs * n;
         // SAFETY: part p's own residual share and per-part values; the states and Dᵀ are not
         // written this stage.
@@ -1094,7 +1121,7 @@ impl Pass<'_> {
     /// the residual summed over part p's pixels into part 0's share, and ‖R‖² over them.
     fn loss(&self, p: usize) {
         let Dims { m, n, t, .. } = self.dims;
-        let (bs, cap, px) = (self.bs, self.bt.cap, self.pixels[p].clone());
+        let (bs, cap, px) = (self.bs, self.bt.stride, self.pixels[p].clone());
         let last = (t - 1) * bs * n;
         // SAFETY: part p's columns of ẑ, its pixels of R and its per-part values; the states,
         // the other parts' residual shares and the norms' shares are not written this stage.
@@ -1163,7 +1190,7 @@ impl Pass<'_> {
             return;
         }
         let Dims { n, l, .. } = self.dims;
-        let (cap, us) = (self.bt.cap, self.units[p].clone());
+        let (cap, us) = (self.bt.stride, self.units[p].clone());
         // SAFETY: part p's columns of ∂L/∂ẑ and its per-part values; C, ẑ and ∂L/∂logits are
         // not written this stage.
         unsafe {
@@ -1184,7 +1211,7 @@ impl Pass<'_> {
     /// `DU[:, P] = DA_T[:, P]`.
     fn top(&self, p: usize) {
         let Dims { n, t, .. } = self.dims;
-        let (bs, cap) = (self.bs, self.bt.cap);
+        let (bs, cap) = (self.bs, self.bt.stride);
         let last = (t - 1) * bs * n;
         let lambda = self.lw.lambda as f32;
         // SAFETY: part p's columns of DA_T and DU; the states, ẑ, ∂L/∂ẑ, the norms and the
