@@ -181,7 +181,8 @@ struct Batch {
 impl Batch {
     fn new(cap: usize, d: Dims) -> Self {
         let Dims { m, n, l, t, .. } = d;
-        let stride = padded::<f64>(cap);
+        // Padded for the f32 values (16 per line), which pads the f64 ones by two lines.
+        let stride = padded::<f32>(cap);
         Self {
             cap,
             stride,

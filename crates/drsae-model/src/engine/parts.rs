@@ -66,24 +66,22 @@ impl SpinBarrier {
         }
     }
 
-    /// Returns once all parties have called `wait`; everything written before any party's
-    /// call is visible to all of them after it.
-    ///
-    /// # Panics
-    /// If another party panicked (rayon then passes the first panic on to the caller).
-    fn wait(&self) {
+    /// Returns true once all parties have called `wait`; everything written before any
+    /// party's call is visible to all of them after it. Returns false if another party
+    /// panicked instead: the caller then stops quietly, so that the panic rayon passes on is
+    /// that party's own.
+    fn wait(&self) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
-            return;
+            return true;
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
-            assert!(
-                !self.poisoned.load(Ordering::Acquire),
-                "another part of this step panicked"
-            );
+            if self.poisoned.load(Ordering::Acquire) {
+                return false;
+            }
             if spins < 4096 {
                 spins += 1;
                 std::hint::spin_loop();
@@ -91,6 +89,7 @@ impl SpinBarrier {
                 std::thread::yield_now();
             }
         }
+        true
     }
 }
 
@@ -114,8 +113,8 @@ pub(super) fn run(parallel: bool, stages: usize, stage: &(dyn Fn(usize, usize) +
         }
         let _poison = PoisonOnPanic(&barrier);
         for i in 0..stages {
-            if i > 0 {
-                barrier.wait();
+            if i > 0 && !barrier.wait() {
+                return;
             }
             stage(i, p);
         }
@@ -245,16 +244,27 @@ mod tests {
             });
             let log = log.into_inner().unwrap();
             assert_eq!(log.len(), 50 * PARTS, "{threads} threads");
-            // A part that panics ends the step with that panic instead of leaving the other
-            // part waiting at the next barrier.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                pool.install(|| {
-                    run(threads > 1, 3, &|i, p| {
-                        assert!(i != 1 || p != 0, "stage 1 part 0")
+            // A part that panics ends the step with its own panic, whichever part it is,
+            // instead of leaving the other part waiting at the next barrier.
+            for failing in 0..PARTS {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pool.install(|| {
+                        run(threads > 1, 3, &|i, p| {
+                            assert!(i != 1 || p != failing, "stage 1 part {failing} failed")
+                        })
                     })
-                })
-            }));
-            assert!(outcome.is_err(), "{threads} threads: the panic was lost");
+                }));
+                let payload = outcome.expect_err("the panic was lost");
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(
+                    message,
+                    format!("stage 1 part {failing} failed"),
+                    "{threads} threads"
+                );
+            }
             for pair in log.windows(2) {
                 assert!(pair[0].0 <= pair[1].0, "{threads} threads: {pair:?}");
             }
