@@ -46,21 +46,13 @@ use crate::reference::LossTerms;
 mod codes;
 mod parts;
 pub use codes::Codes;
-use parts::{PARTS, Raw};
+use parts::{PARTS, Raw, padded};
 
 /// Examples per task when evaluating a split.
 const EVAL_CHUNK: usize = 128;
 
 /// Added to ‖z^T‖² before the square root, as in the reference: no NaN for an all-zero code.
 const NORM_EPS: f32 = crate::reference::NORM_EPS as f32;
-
-/// `len` rounded up to whole 64-byte lines of `T`, plus one line: parts whose scratch starts
-/// this many elements apart never write the same cache line, whatever the allocation's
-/// alignment (two cores writing one line pass it back and forth at every write).
-fn padded<T>(len: usize) -> usize {
-    let per_line = 64 / std::mem::size_of::<T>();
-    len.next_multiple_of(per_line) + per_line
-}
 
 /// Every buffer is allocated with its matrix's exact size (or more).
 const SHAPED: &str = "engine buffers have their matrices' sizes";
@@ -347,9 +339,6 @@ pub struct Engine {
     inputs: AlignedVec,
     /// State of the training minibatch.
     batch: Batch,
-    /// Hidden units and pixels of each part (see [`parts`]).
-    units: [Range<usize>; PARTS],
-    pixels: [Range<usize>; PARTS],
     /// Probabilities, then `∂L/∂logits`, of a minibatch of cached codes.
     logits_scratch: Vec<f32>,
     pool: Arc<rayon::ThreadPool>,
@@ -444,8 +433,6 @@ impl Engine {
             s: AlignedVec::zeros(n * n),
             inputs: AlignedVec::default(),
             batch: Batch::new(0, dims),
-            units: parts::split(n),
-            pixels: parts::split(m),
             logits_scratch: Vec::new(),
             pool: Arc::new(pool),
             kernels: drsae_kernels::kernels(),
@@ -573,7 +560,6 @@ impl Engine {
         let dims = self.dims;
         // Read only: no stage of a forward pass writes the weights.
         let (w, s) = (WeightsRaw::new(&mut self.w), Raw::new(&mut self.s));
-        let (units, pixels) = (&self.units, &self.pixels);
         let kernels = self.kernels;
         type Chunk = (LossTerms, Activity, Vec<u8>, Vec<f32>);
         let chunks: Vec<Chunk> = self.pool.install(|| {
@@ -582,21 +568,7 @@ impl Engine {
                 .map_init(
                     || Batch::new(EVAL_CHUNK, dims),
                     |batch, (yc, xc)| {
-                        batch.len = yc.len();
-                        let pass = Pass {
-                            dims,
-                            k: kernels,
-                            lw: weights,
-                            bs: yc.len(),
-                            x: xc,
-                            y: yc,
-                            w,
-                            s,
-                            bt: BatchRaw::new(batch),
-                            units: units.clone(),
-                            pixels: pixels.clone(),
-                            update: None,
-                        };
+                        let pass = Pass::new(dims, kernels, weights, (xc, yc), (w, s), batch, None);
                         parts::run(false, pass.stage_count(), &|i, p| pass.run(i, p));
                         let mut activity = Activity::default();
                         batch.add_activity(dims.t, &mut activity);
@@ -644,7 +616,6 @@ impl Engine {
         if self.batch.cap < y.len() {
             self.batch = Batch::new(y.len(), dims);
         }
-        self.batch.len = y.len();
         // The inputs, copied to start a cache line: `X` is the row operand of `∂L/∂E = DUᵀ·X`.
         self.inputs.prefix_mut(x.len()).copy_from_slice(x);
         let w = WeightsRaw::new(&mut self.w);
@@ -669,20 +640,17 @@ impl Engine {
                 }
             }
         };
-        let pass = Pass {
+        let inputs = (&self.inputs[..x.len()], y);
+        let s = Raw::new(&mut self.s);
+        let pass = Pass::new(
             dims,
-            k: self.kernels,
-            lw: weights,
-            bs: y.len(),
-            x: &self.inputs[..x.len()],
-            y,
-            w,
-            s: Raw::new(&mut self.s),
-            bt: BatchRaw::new(&mut self.batch),
-            units: self.units.clone(),
-            pixels: self.pixels.clone(),
-            update: Some(update),
-        };
+            self.kernels,
+            weights,
+            inputs,
+            (w, s),
+            &mut self.batch,
+            Some(update),
+        );
         let parallel = self.pool.current_num_threads() >= PARTS;
         self.pool
             .install(|| parts::run(parallel, pass.stage_count(), &|i, p| pass.run(i, p)));
@@ -884,7 +852,35 @@ struct Pass<'a> {
     update: Option<Update>,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    /// A pass over the minibatch `(x, y)` with the weights and `S` given, in `batch`'s
+    /// buffers; `update`: the backward pass and where its gradient goes, or none.
+    fn new(
+        dims: Dims,
+        k: &'a Kernels,
+        lw: &'a LossWeights,
+        (x, y): (&'a [f32], &'a [u8]),
+        (w, s): (WeightsRaw, Raw<f32>),
+        batch: &mut Batch,
+        update: Option<Update>,
+    ) -> Self {
+        batch.len = y.len();
+        Self {
+            dims,
+            k,
+            lw,
+            bs: y.len(),
+            x,
+            y,
+            w,
+            s,
+            bt: BatchRaw::new(batch),
+            units: parts::split(dims.n),
+            pixels: parts::split(dims.m),
+            update,
+        }
+    }
+
     /// Stages in this pass.
     fn stage_count(&self) -> usize {
         let t = self.dims.t;
@@ -1160,11 +1156,11 @@ impl Pass<'_> {
         unsafe {
             if p == 0 {
                 let (c, c_bias) = (self.w.c.get(0..l * n), self.w.c_bias.get(0..l));
+                let bias = self.dims.classifier_bias;
                 for (b, &label) in self.y.iter().enumerate() {
                     let z_hat = self.bt.z_hat.get(b * n..(b + 1) * n);
                     let probs = self.bt.d_logits.get_mut(b * l..(b + 1) * l);
-                    let bias = self.dims.classifier_bias.then_some(c_bias);
-                    let (pred, ce) = classify(self.k, c, bias, z_hat, label, probs);
+                    let (pred, ce) = classify(self.k, (c, c_bias), bias, z_hat, label, probs);
                     self.bt.preds.get_mut(b..b + 1)[0] = pred as u8;
                     self.bt.ce.get_mut(b..b + 1)[0] = ce;
                     if self.update.is_some() {
@@ -1354,20 +1350,20 @@ impl Pass<'_> {
     }
 }
 
-/// Logits `C·ẑ + c` of one code (`bias`: c, when the classifier has one), turned in place
-/// into softmax probabilities (the maximum subtracted for stability). Returns the predicted
-/// class (first on ties) and the cross-entropy of `label`.
+/// Logits `C·ẑ + c` of one code (c added when `bias` is on), turned in place into softmax
+/// probabilities (the maximum subtracted for stability). Returns the predicted class (first
+/// on ties) and the cross-entropy of `label`.
 fn classify(
     k: &Kernels,
-    c: &[f32],
-    bias: Option<&[f32]>,
+    (c, c_bias): (&[f32], &[f32]),
+    bias: bool,
     z_hat: &[f32],
     label: u8,
     probs: &mut [f32],
 ) -> (usize, f64) {
     let n = z_hat.len();
     for (class, logit) in probs.iter_mut().enumerate() {
-        let b = bias.map_or(0.0, |b| b[class]);
+        let b = if bias { c_bias[class] } else { 0.0 };
         *logit = b + k.dot(&c[class * n..(class + 1) * n], z_hat);
     }
     let mut pred = 0usize;

@@ -76,8 +76,8 @@ impl Engine {
             .zip(z_hat.chunks_exact(dims.n))
             .zip(y)
         {
-            let bias = dims.classifier_bias.then_some(&self.w.c_bias[..]);
-            let (pred, ce) = classify(kernels, &self.w.c, bias, z, label, p);
+            let classifier = (&self.w.c[..], &self.w.c_bias[..]);
+            let (pred, ce) = classify(kernels, classifier, dims.classifier_bias, z, label, p);
             loss.cls += w_cls * ce;
             loss.errors += usize::from(pred != label as usize);
             logit_grad(w_cls as f32, label, p);
@@ -111,8 +111,15 @@ impl Engine {
         let probs = &mut self.logits_scratch;
         probs.resize(dims.l, 0.0);
         for (z, &label) in z_hat.chunks_exact(dims.n).zip(y) {
-            let bias = dims.classifier_bias.then_some(&self.w.c_bias[..]);
-            let (pred, ce) = classify(self.kernels, &self.w.c, bias, z, label, probs);
+            let classifier = (&self.w.c[..], &self.w.c_bias[..]);
+            let (pred, ce) = classify(
+                self.kernels,
+                classifier,
+                dims.classifier_bias,
+                z,
+                label,
+                probs,
+            );
             eval.loss.cls += weights.w_cls * ce;
             eval.loss.errors += usize::from(pred != label as usize);
             eval.predictions.push(pred as u8);

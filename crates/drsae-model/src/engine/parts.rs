@@ -18,16 +18,25 @@ use drsae_kernels::{MatMut, MatRef};
 /// so that the arithmetic does not depend on the thread count.
 pub(super) const PARTS: usize = 2;
 
-/// Elements per 64-byte line: part boundaries fall on line boundaries, so two parts writing
-/// neighbouring columns of a row never share a cache line.
-const LINE: usize = 16;
+/// Bytes per cache line. Two cores writing one line pass it back and forth at every write
+/// (cutting 400 units at 200 instead of 192 made steps 0.82–0.88× as fast), so the parts'
+/// ranges and scratch never share one.
+const LINE_BYTES: usize = 64;
+
+/// `len` rounded up to whole lines of `T`, plus one line: parts whose scratch starts this
+/// many elements apart never write the same line, whatever the allocation's alignment.
+pub(super) fn padded<T>(len: usize) -> usize {
+    let per_line = LINE_BYTES / std::mem::size_of::<T>();
+    len.next_multiple_of(per_line) + per_line
+}
 
 /// `0..len` cut into [`PARTS`] ranges at half the length rounded down to whole lines (exact
 /// halves below two lines). Part 0, which also runs the classifier, gets the shorter one.
 pub(super) fn split(len: usize) -> [Range<usize>; PARTS] {
+    let line = LINE_BYTES / std::mem::size_of::<f32>();
     let half = len / PARTS;
-    let mid = if half >= LINE {
-        half / LINE * LINE
+    let mid = if half >= line {
+        half / line * line
     } else {
         half
     };
