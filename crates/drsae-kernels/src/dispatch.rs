@@ -12,6 +12,11 @@
 //!   Dot tile 2 × 4.
 //! - Portable `wide::f32x8`, 4 × 16: 8 accumulators (on x86_64 without AVX each is two xmm).
 //!   Dot tile 2 × 2.
+//!
+//! `tn = R x NB` is the tile of the row-selected `Aᵀ·B` (`crate::sparse::gemm_tn_rows`): R rows
+//! × NB vectors of accumulators, NB vectors of B and one broadcast in registers (AVX-512
+//! 16 + 4 + 1 zmm, AVX2 9 + 3 + 1 ymm, portable 4 + 2 + 1 vectors), each depth step NB loads
+//! and R broadcasts for R·NB FMAs.
 
 use crate::gemm::GemmArgs;
 use crate::sparse;
@@ -21,7 +26,7 @@ macro_rules! entry_points {
     (
         $(#[$attr:meta])*
         mod $name:ident: $tok:ty, mr = $mr:literal, nv = $nv:literal, dri = $dri:literal,
-        drj = $drj:literal, gather = $gb:literal
+        drj = $drj:literal, gather = $gb:literal, tn = $tr:literal x $tv:literal
     ) => {
         /// Entry points of this ISA. Every function is `unsafe`: the caller must pass a token
         /// (which proves the CPU features) and arguments meeting the generic body's contract.
@@ -136,6 +141,29 @@ macro_rules! entry_points {
             }
 
             /// # Safety
+            /// See `crate::sparse::gemm_tn_rows`.
+            $(#[$attr])*
+            pub(crate) unsafe fn gemm_tn_rows(s: $tok, g: &sparse::TnRows, rows: &[u32]) {
+                // SAFETY: forwarded contract; the tile fits the dispatch's limits (4 × 4).
+                unsafe { sparse::gemm_tn_rows::<$tok, $tr, $tv>(s, g, rows) }
+            }
+
+            /// # Safety
+            /// See `crate::sparse::nonzero_columns`.
+            $(#[$attr])*
+            pub(crate) unsafe fn nonzero_columns(
+                s: $tok,
+                k: usize,
+                n: usize,
+                a: *const f32,
+                a_rs: usize,
+                idx: *mut u32,
+            ) -> usize {
+                // SAFETY: forwarded contract.
+                unsafe { sparse::nonzero_columns(s, k, n, a, a_rs, idx) }
+            }
+
+            /// # Safety
             /// See `crate::sparse::relu_active`.
             $(#[$attr])*
             pub(crate) unsafe fn relu_active(
@@ -200,17 +228,20 @@ macro_rules! entry_points {
 }
 
 entry_points! {
-    mod portable: crate::simd::portable::Portable, mr = 4, nv = 2, dri = 2, drj = 2, gather = 6
+    mod portable: crate::simd::portable::Portable, mr = 4, nv = 2, dri = 2, drj = 2, gather = 6,
+    tn = 2 x 2
 }
 
 #[cfg(target_arch = "x86_64")]
 entry_points! {
     #[target_feature(enable = "avx2,fma")]
-    mod avx2: crate::simd::x86::Avx2, mr = 6, nv = 2, dri = 2, drj = 4, gather = 12
+    mod avx2: crate::simd::x86::Avx2, mr = 6, nv = 2, dri = 2, drj = 4, gather = 12,
+    tn = 3 x 3
 }
 
 #[cfg(target_arch = "x86_64")]
 entry_points! {
     #[target_feature(enable = "avx512f,avx2,fma")]
-    mod avx512: crate::simd::x86::Avx512, mr = 12, nv = 2, dri = 5, drj = 4, gather = 28
+    mod avx512: crate::simd::x86::Avx512, mr = 12, nv = 2, dri = 5, drj = 4, gather = 28,
+    tn = 4 x 4
 }

@@ -619,6 +619,78 @@ impl Kernels {
         dispatch!(self, nonzeros(x, idx, val))
     }
 
+    /// The columns of A that hold a non-zero (`!= 0`, NaN included) in some row, ascending, in
+    /// `idx[..n]`; returns `n`.
+    ///
+    /// DrSAE use: the units an example activates at some step (A: its states, one row per
+    /// step), the rows its share of the recurrent-weight gradient touches.
+    ///
+    /// # Panics
+    /// If A's columns are not contiguous or `idx` is shorter than A is wide.
+    pub fn nonzero_columns(&self, a: MatRef<'_>, idx: &mut [u32]) -> usize {
+        sparse::require_rows_contiguous(&a, "nonzero_columns");
+        assert!(
+            idx.len() >= a.cols(),
+            "nonzero_columns: idx shorter than A is wide"
+        );
+        check_u32_len(a.cols());
+        if a.rows() == 0 || a.cols() == 0 {
+            return 0;
+        }
+        let (p, rs, k, n) = (a.as_ptr(), a.row_stride(), a.rows(), a.cols());
+        dispatch!(self, nonzero_columns(k, n, p, rs, idx.as_mut_ptr()))
+    }
+
+    /// `C[j, :] += α·(Aᵀ·B)[j, :]` for the rows `j` in `rows` (strictly ascending), every other
+    /// row of C untouched: A is `k × m`, B `k × n`, C `m × n`.
+    ///
+    /// DrSAE use: the recurrent-weight gradient one example at a time, `Sᵀ += α·Z_bᵀ·DA_b`
+    /// over the units the example activates at some step (its other columns of `Z_b` are
+    /// zero), so each example costs its own activity rather than the minibatch's union.
+    ///
+    /// # Panics
+    /// If the dimensions disagree, B's or C's rows are not contiguous, or `rows` is not
+    /// strictly ascending below `m`.
+    pub fn gemm_tn_rows(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        rows: &[u32],
+        mut c: MatMut<'_>,
+    ) {
+        check_product(
+            "gemm_tn_rows",
+            ["Aᵀ", "B", "C"],
+            (a.cols(), a.rows()),
+            (b.rows(), b.cols()),
+            (c.rows(), c.cols()),
+        );
+        sparse::require_rows_contiguous(&b, "gemm_tn_rows");
+        sparse::require_rows_contiguous(&c.rb(), "gemm_tn_rows");
+        check_indices(rows, c.rows(), "gemm_tn_rows");
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "gemm_tn_rows: rows must be strictly ascending"
+        );
+        if rows.is_empty() || c.cols() == 0 || a.rows() == 0 {
+            return;
+        }
+        let g = sparse::TnRows {
+            alpha,
+            k: a.rows(),
+            n: c.cols(),
+            a: a.as_ptr(),
+            a_rs: a.row_stride(),
+            a_cs: a.col_stride(),
+            b: b.as_ptr(),
+            b_rs: b.row_stride(),
+            c: c.as_mut_ptr(),
+            c_rs: c.row_stride(),
+        };
+        dispatch!(self, gemm_tn_rows(&g, rows))
+    }
+
     /// `Σ x[i]·y[i]`.
     ///
     /// # Panics

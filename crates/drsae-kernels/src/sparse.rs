@@ -724,3 +724,192 @@ pub(crate) fn scale<S: Simd>(s: S, x: &mut [f32], alpha: f32) {
         j += m;
     }
 }
+
+/// Indices of the columns of the `k × n` matrix at `a` (row stride `a_rs`, columns contiguous)
+/// that hold a non-zero (NaN included) in some row, ascending, into `idx`; returns their number.
+///
+/// # Safety
+/// `a + p*a_rs .. + n` readable for every `p < k`; `idx..idx+n` writable; `n <= u32::MAX`.
+#[inline(always)]
+pub(crate) unsafe fn nonzero_columns<S: Simd>(
+    s: S,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    a_rs: usize,
+    idx: *mut u32,
+) -> usize {
+    // Naive algorithm:
+    //   c = 0; for j in 0..n { if (0..k).any(|p| A[p][j] != 0) { idx[c] = j; c += 1 } }
+    // Optimised: one compare per vector of every row, the masks OR-ed, the survivors
+    // compressed once per vector of columns.
+    let l = S::LANES;
+    let mut cnt = 0;
+    let mut j = 0;
+    while j < n {
+        let m = l.min(n - j);
+        let mut mask = 0u32;
+        for p in 0..k {
+            // SAFETY: row p's columns `j..j+m <= n` are readable (contract); a partial vector
+            // loads zeros beyond them, which never set a bit.
+            unsafe {
+                let at = a.add(p * a_rs + j);
+                let v = if m == l {
+                    s.load(at)
+                } else {
+                    s.load_part(at, m)
+                };
+                mask |= s.nonzero_mask(v);
+            }
+        }
+        // SAFETY: at most `m` indices, at `cnt <= j`, so they stay inside `idx..idx+n`.
+        cnt += unsafe { s.compress_indices(mask, j as u32, idx.add(cnt)) };
+        j += m;
+    }
+    cnt
+}
+
+/// Where [`gemm_tn_rows`] reads and writes: A(p, j) at `a + p*a_rs + j*a_cs`, B(p, ·) at
+/// `b + p*b_rs`, C(j, ·) at `c + j*c_rs`, both rows contiguous and `n` wide, depth `k`.
+#[derive(Clone, Copy)]
+pub(crate) struct TnRows {
+    pub alpha: f32,
+    pub k: usize,
+    pub n: usize,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub b_rs: usize,
+    pub c: *mut f32,
+    pub c_rs: usize,
+}
+
+/// `C(j, :) += α · Σ_p A(p, j) · B(p, :)` for every `j` in `rows`: the product `Aᵀ·B` on the
+/// named rows of C alone, in register tiles of `R` rows × `NB` vectors.
+///
+/// # Safety
+/// Every A(p, j), B(p, ·) and C(j, ·) addressed for `p < k`, `j` in `rows` is accessible
+/// (C writable), C's rows do not overlap A or B, and `rows` holds no index twice.
+#[inline(always)]
+pub(crate) unsafe fn gemm_tn_rows<S: Simd, const R: usize, const NB: usize>(
+    s: S,
+    g: &TnRows,
+    rows: &[u32],
+) {
+    // Naive algorithm:
+    //   for j in rows { for q in 0..n { C[j][q] += α · Σ_p A[p][j] · B[p][q] } }
+    // Optimised: R rows × NB vectors of C accumulate in registers over the depth; each depth
+    // step loads NB vectors of B (L1-resident: k rows) and broadcasts one A value per row.
+    let l = S::LANES;
+    let nv = g.n.div_ceil(l);
+    for group in rows.chunks(R) {
+        let mut v0 = 0;
+        while v0 < nv {
+            let nb = NB.min(nv - v0);
+            let cols = (nb * l).min(g.n - v0 * l);
+            // SAFETY: the group's rows and columns `v0·LANES .. + cols <= n` are addressed.
+            unsafe { rows_tile_dispatch::<S, R, NB>(s, g, group, v0 * l, nb, cols) };
+            v0 += nb;
+        }
+    }
+}
+
+/// Calls `rows_tile::<RR, B>` for the runtime group size `rr <= R` and strip width `nb <= NB`.
+///
+/// # Safety
+/// As [`rows_tile`].
+#[inline(always)]
+unsafe fn rows_tile_dispatch<S: Simd, const R: usize, const NB: usize>(
+    s: S,
+    g: &TnRows,
+    group: &[u32],
+    col0: usize,
+    nb: usize,
+    cols: usize,
+) {
+    macro_rules! strips {
+        ($rr:literal) => {
+            match nb {
+                1 => rows_tile::<S, $rr, 1>(s, g, group, col0, cols),
+                2 if NB >= 2 => rows_tile::<S, $rr, 2>(s, g, group, col0, cols),
+                3 if NB >= 3 => rows_tile::<S, $rr, 3>(s, g, group, col0, cols),
+                4 if NB >= 4 => rows_tile::<S, $rr, 4>(s, g, group, col0, cols),
+                _ => unreachable!("strip of {nb} vectors exceeds {NB}"),
+            }
+        };
+    }
+    // SAFETY: forwarded contract, `group.len()` rows and `nb` vectors in every arm.
+    unsafe {
+        match group.len() {
+            1 => strips!(1),
+            2 if R >= 2 => strips!(2),
+            3 if R >= 3 => strips!(3),
+            4 if R >= 4 => strips!(4),
+            rr => unreachable!("row group of {rr} exceeds {R}"),
+        }
+    }
+}
+
+/// One tile of [`gemm_tn_rows`]: the `RR` rows `group` × columns `col0 .. col0 + cols`
+/// (`(NB-1)·LANES < cols <= NB·LANES`; the last vector partial when `cols` says so).
+///
+/// # Safety
+/// As [`gemm_tn_rows`] for these rows and columns; `group.len() == RR`.
+#[inline(always)]
+#[allow(
+    clippy::needless_range_loop,
+    reason = "indices address the register tile, the row pointers and memory together"
+)]
+unsafe fn rows_tile<S: Simd, const RR: usize, const NB: usize>(
+    s: S,
+    g: &TnRows,
+    group: &[u32],
+    col0: usize,
+    cols: usize,
+) {
+    let l = S::LANES;
+    let tail = cols - (NB - 1) * l;
+    let a_col: [*const f32; RR] =
+        std::array::from_fn(|i| g.a.wrapping_add(group[i] as usize * g.a_cs));
+    let c_row: [*mut f32; RR] =
+        std::array::from_fn(|i| g.c.wrapping_add(group[i] as usize * g.c_rs + col0));
+    let mut acc = [[s.zero(); NB]; RR];
+    for p in 0..g.k {
+        let b_row = g.b.wrapping_add(p * g.b_rs + col0);
+        let mut bv = [s.zero(); NB];
+        for v in 0..NB {
+            // SAFETY: B's row p is readable for `cols` values from col0 (contract); the last
+            // vector reads only `tail` of them.
+            bv[v] = unsafe {
+                if v + 1 < NB || tail == l {
+                    s.load(b_row.add(v * l))
+                } else {
+                    s.load_part(b_row.add(v * l), tail)
+                }
+            };
+        }
+        for i in 0..RR {
+            // SAFETY: A(p, group[i]) is readable (contract).
+            let av = unsafe { s.broadcast(a_col[i].add(p * g.a_rs)) };
+            for v in 0..NB {
+                acc[i][v] = s.fma(av, bv[v], acc[i][v]);
+            }
+        }
+    }
+    let va = s.splat(g.alpha);
+    for i in 0..RR {
+        for v in 0..NB {
+            // SAFETY: C's row group[i] is writable for `cols` values from col0 (contract);
+            // the last vector touches only `tail` of them.
+            unsafe {
+                let at = c_row[i].add(v * l);
+                if v + 1 < NB || tail == l {
+                    s.store(at, s.fma(va, acc[i][v], s.load(at)));
+                } else {
+                    s.store_part(at, s.fma(va, acc[i][v], s.load_part(at, tail)), tail);
+                }
+            }
+        }
+    }
+}

@@ -475,3 +475,117 @@ fn transpose_rejects_mismatched_shapes() {
     }));
     assert!(result.is_err());
 }
+
+#[test]
+fn gemm_tn_rows_matches_naive_loop_and_leaves_other_rows_alone() {
+    let mut failures = Vec::new();
+    for kern in all_kernels() {
+        for &n in &WIDTHS {
+            for (case, &(k, m, density)) in [
+                (0, 5, 1.0),
+                (1, 9, 1.0),
+                (3, 23, 0.5),
+                (10, 23, 0.05),
+                (10, 31, 0.5),
+                (17, 13, 1.0),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let seed = (n * 31 + case) as u64;
+                let mut r = rng(seed);
+                // A both ways round (the engine's is row-major with a step stride), B and C
+                // row-major with padding, all at unaligned offsets.
+                let a = Strided::random(&mut r, k, m, case % 2 == 1, 3, 1);
+                let b = Strided::random(&mut r, k, n, false, 2, 3);
+                let sel = index_set(seed + 7, m, density);
+                let mut c = Strided::random(&mut r, m, n, false, 1, 2);
+                for i in (0..m).filter(|&i| !sel.contains(&(i as u32))) {
+                    for j in 0..n {
+                        c.buf[c.off + i * c.rs + j] = POISON;
+                    }
+                }
+                let c0 = c.clone();
+                kern.gemm_tn_rows(-0.75, a.view(), b.view(), &sel, c.view_mut());
+                if c.touched_outside() > 0 {
+                    failures.push(format!("{} n={n} k={k}: wrote outside C", kern.name()));
+                }
+                for i in 0..m {
+                    let picked = sel.contains(&(i as u32));
+                    for j in 0..n {
+                        let got = c.at(i, j);
+                        if !picked {
+                            if got.to_bits() != POISON.to_bits() {
+                                failures
+                                    .push(format!("{} n={n} k={k}: row {i} written", kern.name()));
+                            }
+                            continue;
+                        }
+                        let (mut sum, mut scale) = (0.0f64, 0.0f64);
+                        for p in 0..k {
+                            let t = f64::from(a.at(p, i)) * f64::from(b.at(p, j));
+                            sum += t;
+                            scale += t.abs();
+                        }
+                        let want = f64::from(c0.at(i, j)) - 0.75 * sum;
+                        if !close(got, want, k, 0.75 * scale + f64::from(c0.at(i, j)).abs()) {
+                            failures.push(format!("{} n={n} k={k} ({i},{j})", kern.name()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn gemm_tn_rows_rejects_unordered_or_out_of_range_rows() {
+    let kern = drsae_kernels::kernels();
+    for rows in [&[2u32, 1][..], &[1, 1], &[5]] {
+        let (a, b) = (vec![1.0f32; 10], vec![1.0f32; 6]);
+        let mut c = vec![0.0f32; 15];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kern.gemm_tn_rows(
+                1.0,
+                MatRef::row_major(&a, 2, 5).unwrap(),
+                MatRef::row_major(&b, 2, 3).unwrap(),
+                rows,
+                MatMut::row_major(&mut c, 5, 3).unwrap(),
+            );
+        }));
+        assert!(r.is_err(), "rows {rows:?} accepted");
+    }
+}
+
+#[test]
+fn nonzero_columns_matches_naive_including_nan_and_negative_zero() {
+    let mut failures = Vec::new();
+    for kern in all_kernels() {
+        for &n in &WIDTHS {
+            for (d, &density) in DENSITIES.iter().enumerate() {
+                for k in [1, 3, 10] {
+                    let seed = (n * 17 + d * 5 + k) as u64;
+                    let mut a = Strided::new(k, n, false, 5, 1, |_, _| 0.0);
+                    for (i, v) in sparse_dense(seed, k, n, density).into_iter().enumerate() {
+                        a.buf[a.off + (i / n) * a.rs + i % n] = v;
+                    }
+                    if n > 2 {
+                        a.buf[a.off + (k - 1) * a.rs + 1] = f32::NAN;
+                        a.buf[a.off + 2] = -0.0;
+                    }
+                    let want: Vec<u32> = (0..n)
+                        .filter(|&j| (0..k).any(|p| a.at(p, j) != 0.0 || a.at(p, j).is_nan()))
+                        .map(|j| j as u32)
+                        .collect();
+                    let mut idx = vec![u32::MAX; n];
+                    let got = kern.nonzero_columns(a.view(), &mut idx);
+                    if idx[..got] != want[..] {
+                        failures.push(format!("{} n={n} k={k} density={density}", kern.name()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

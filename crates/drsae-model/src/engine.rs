@@ -30,8 +30,9 @@
 //! thread runs it: parameters after an epoch are bit-identical for every thread count.
 //! Layout: `E` and `Dᵀ` are unit-major (row i belongs to unit i, so the norm bounds of spec
 //! §5 are row norms, projected by the part that owns the row), and `Sᵀ` is kept so that the
-//! forward product reads it row by row. [`Engine::params`] converts back to the paper's
-//! layout.
+//! forward product reads it row by row, its columns (and those of the copy of S) in one
+//! block per part so that no two cores write the same rows. [`Engine::params`] converts back
+//! to the paper's layout.
 
 use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef};
 use rayon::prelude::*;
@@ -48,6 +49,12 @@ mod parts;
 pub use codes::Codes;
 use parts::{PARTS, Raw, padded};
 
+/// The largest share of the minibatch's (example, unit) rows, active at some step, for which
+/// the recurrent gradient runs example by example over those rows: per row, one example's
+/// product costs about 1.4× the dense product's share (measured at minibatch 10, n = 400,
+/// T = 11 on AVX-512), so below ≈ 70 % the rows win; 60 % leaves a margin.
+const ROWS_MAX_SHARE: f64 = 0.6;
+
 /// Examples per task when evaluating a split.
 const EVAL_CHUNK: usize = 128;
 
@@ -62,7 +69,8 @@ const SHAPED: &str = "engine buffers have their matrices' sizes";
 struct Weights {
     /// `E`, n×m: row i holds unit i's input weights.
     e: AlignedVec,
-    /// `Sᵀ`, n×n: row j holds the weights from unit j to every unit.
+    /// `Sᵀ`, n×n in part blocks (see [`to_blocks`]): row j of block p holds the weights from
+    /// unit j to part p's units.
     st: AlignedVec,
     /// Thresholds `b`, n.
     b: AlignedVec,
@@ -96,6 +104,30 @@ impl Weights {
             &mut self.c_bias,
         ] {
             v.fill(0.0);
+        }
+    }
+}
+
+/// An n×n matrix's columns in part-major blocks: block p holds columns `units[p]` of every
+/// row (n × h_p, row stride h_p) at `n·units[p].start`, so each part's share is one run of
+/// memory. With the halves interleaved in every row, the per-example recurrent gradient ran
+/// 2.3× slower on two threads than on one (each core's writes to its half of a row disturb
+/// the other core's half); in separate blocks, as fast as on one.
+fn to_blocks(src: &[f32], n: usize, dst: &mut [f32]) {
+    for us in parts::split(n) {
+        let (h, at) = (us.len(), n * us.start);
+        for (j, row) in src.chunks_exact(n).enumerate() {
+            dst[at + j * h..at + (j + 1) * h].copy_from_slice(&row[us.clone()]);
+        }
+    }
+}
+
+/// The inverse of [`to_blocks`].
+fn from_blocks(src: &[f32], n: usize, dst: &mut [f32]) {
+    for us in parts::split(n) {
+        let (h, at) = (us.len(), n * us.start);
+        for (j, row) in dst.chunks_exact_mut(n).enumerate() {
+            row[us.clone()].copy_from_slice(&src[at + j * h..at + (j + 1) * h]);
         }
     }
 }
@@ -159,6 +191,11 @@ struct Batch {
     depth: Vec<u32>,
     /// Active units per part, step and example, at `p·padded(t·cap) + s·bs + b`.
     counts: Vec<usize>,
+    /// Each part's copy of the units example b activates at some step before the last
+    /// (ascending, at `p·padded(cap·n) + b·n`; the number at `p·padded(cap) + b` of
+    /// `ever_count`): the rows of Sᵀ its share of the gradient touches.
+    ever: Vec<u32>,
+    ever_count: Vec<usize>,
     /// Per part and example: ‖z^T‖² and Σ z^T over its units, the projection of `∂L/∂ẑ` on ẑ
     /// over its units, and ‖R‖² over its pixels.
     sq: Vec<f32>,
@@ -195,6 +232,8 @@ impl Batch {
             idx: vec![0; PARTS * padded::<u32>(n)],
             depth: vec![0; PARTS * padded::<u32>(n)],
             counts: vec![0; PARTS * padded::<usize>(t * cap)],
+            ever: vec![0; PARTS * padded::<u32>(cap * n)],
+            ever_count: vec![0; PARTS * padded::<usize>(cap)],
             sq: vec![0.0; PARTS * stride],
             l1: vec![0.0; PARTS * stride],
             proj: vec![0.0; PARTS * stride],
@@ -331,7 +370,7 @@ pub struct Engine {
     w: Weights,
     /// Gradient target for [`Engine::gradient`]; allocated on first use.
     grad: Option<Weights>,
-    /// `S` in the paper's layout, refreshed from `w.st` after every update: the backward
+    /// `S` in part blocks (see [`to_blocks`]), refreshed from `w.st` after every update: the backward
     /// product `DA·S` then reads rows too, which the register-tiled GEMM runs ~1.4× faster at
     /// minibatch 10 than the dot-product form `DA·(Sᵀ)ᵀ`, for less than a tenth of that gain.
     s: AlignedVec,
@@ -446,8 +485,10 @@ impl Engine {
     pub fn set_params(&mut self, p: &Params<f32>) {
         let Dims { m, n, .. } = self.dims;
         self.w.e.copy_from_slice(&p.e);
-        transpose(&p.s, n, n, &mut self.w.st);
-        self.s.copy_from_slice(&p.s);
+        let mut st = vec![0.0; n * n];
+        transpose(&p.s, n, n, &mut st);
+        to_blocks(&st, n, &mut self.w.st);
+        to_blocks(&p.s, n, &mut self.s);
         self.w.b.copy_from_slice(&p.b);
         transpose(&p.d, m, n, &mut self.w.dt);
         self.w.c.copy_from_slice(&p.c);
@@ -695,7 +736,9 @@ fn weights_to_params(w: &Weights, dims: Dims) -> Params<f32> {
     let Dims { m, n, l, .. } = dims;
     let mut p = Params::zeros(m, n, l);
     p.e.copy_from_slice(&w.e);
-    transpose(&w.st, n, n, &mut p.s);
+    let mut st = vec![0.0; n * n];
+    from_blocks(&w.st, n, &mut st);
+    transpose(&st, n, n, &mut p.s);
     p.b.copy_from_slice(&w.b);
     transpose(&w.dt, n, m, &mut p.d);
     p.c.copy_from_slice(&w.c);
@@ -740,9 +783,11 @@ impl WeightsRaw {
 /// Raw handles to a [`Batch`]'s buffers.
 #[derive(Clone, Copy)]
 struct BatchRaw {
-    /// [`Batch::stride`], and each part's share of `counts`.
+    /// [`Batch::stride`], and each part's share of `counts`, `ever` and `ever_count`.
     stride: usize,
     count_part: usize,
+    ever_part: usize,
+    ever_count_part: usize,
     u: Raw<f32>,
     a: Raw<f32>,
     z: Raw<f32>,
@@ -759,6 +804,8 @@ struct BatchRaw {
     idx: Raw<u32>,
     depth: Raw<u32>,
     counts: Raw<usize>,
+    ever: Raw<u32>,
+    ever_count: Raw<usize>,
     sq: Raw<f32>,
     l1: Raw<f64>,
     proj: Raw<f32>,
@@ -772,6 +819,8 @@ impl BatchRaw {
         Self {
             stride: bt.stride,
             count_part: bt.counts.len() / PARTS,
+            ever_part: bt.ever.len() / PARTS,
+            ever_count_part: bt.ever_count.len() / PARTS,
             u: Raw::new(&mut bt.u),
             a: Raw::new(&mut bt.a),
             z: Raw::new(&mut bt.z),
@@ -788,6 +837,8 @@ impl BatchRaw {
             idx: Raw::new(&mut bt.idx),
             depth: Raw::new(&mut bt.depth),
             counts: Raw::new(&mut bt.counts),
+            ever: Raw::new(&mut bt.ever),
+            ever_count: Raw::new(&mut bt.ever_count),
             sq: Raw::new(&mut bt.sq),
             l1: Raw::new(&mut bt.l1),
             proj: Raw::new(&mut bt.proj),
@@ -1076,7 +1127,7 @@ impl<'a> Pass<'a> {
                     .copy_from_slice(self.cols(&self.bt.u, 0, b, p));
             }
             let prev = self.bt.z.mat((s - 1) * sz, bs, n, n);
-            let st = self.w.st.mat(us.start, n, us.len(), n);
+            let st = self.w.st.mat(n * us.start, n, us.len(), us.len());
             let a = self.bt.a.mat_mut(us.start, bs, us.len(), n);
             self.gemm(1.0, prev, st, depth, 1.0, a);
         }
@@ -1246,7 +1297,7 @@ impl<'a> Pass<'a> {
         // this stage.
         unsafe {
             let upper = self.bt.da.mat((s + 1) * sz, bs, n, n);
-            let s_mat = self.s.mat(us.start, n, us.len(), n);
+            let s_mat = self.s.mat(n * us.start, n, us.len(), us.len());
             let cur = self.bt.da.mat_mut(s * sz + us.start, bs, us.len(), n);
             self.gemm(1.0, upper, s_mat, depth, 0.0, cur);
             for b in 0..bs {
@@ -1284,12 +1335,7 @@ impl<'a> Pass<'a> {
         // SAFETY: part p's columns of Sᵀ, rows of E and Dᵀ and entries of b, and (part 0) C
         // and c; the states, adjoints, R, ẑ and ∂L/∂logits are not written this stage.
         unsafe {
-            // ∂L/∂Sᵀ = Σ_t Z_tᵀ·DA_{t+1}: one product over the stacked steps.
-            let depth = (t - 1) * bs;
-            let z_steps = self.bt.z.mat(0, depth, n, n).t();
-            let da_steps = self.bt.da.mat(sz + us.start, depth, h, n);
-            let st = tw.st.mat_mut(us.start, n, h, n);
-            k.gemm(scales.s, z_steps, da_steps, 1.0, st);
+            self.add_recurrent_grad(p, scales.s, tw.st);
             // ∂L/∂E = DUᵀ·X, then the E-row bound.
             let du_t = self.bt.du.mat(us.start, bs, h, n).t();
             let e = tw.e.mat_mut(us.start * m, h, m, m);
@@ -1337,15 +1383,76 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Adds `scale × ∂L/∂Sᵀ[:, P]` (`Σ_t Z_tᵀ·DA_{t+1}`) to `st`'s columns of part p.
+    ///
+    /// An example's rows of `Z_t` are zero outside the units it activates at some step, so
+    /// when the examples' own active sets add up to at most [`ROWS_MAX_SHARE`] of the
+    /// minibatch's rows, each example's product runs over its own units' rows of Sᵀ;
+    /// otherwise one dense product runs over the stacked steps. Either way the choice and
+    /// the arithmetic depend only on the states, not on the thread count.
+    ///
+    /// # Safety
+    /// As [`Pass::update`]: part p's columns of `st` and its own `ever` scratch are written,
+    /// the states and adjoints are not written this stage.
+    unsafe fn add_recurrent_grad(&self, p: usize, scale: f32, st: Raw<f32>) {
+        let Dims { n, t, .. } = self.dims;
+        let (bs, us) = (self.bs, self.units[p].clone());
+        let (h, sz) = (us.len(), bs * n);
+        let (lists, counts) = (p * self.bt.ever_part, p * self.bt.ever_count_part);
+        // SAFETY: part p's own lists and counts; the states are not written this stage.
+        let total: usize = unsafe {
+            (0..bs)
+                .map(|b| {
+                    let z_b = self.bt.z.mat(b * n, t - 1, n, sz);
+                    let list = self.bt.ever.get_mut(lists + b * n..lists + (b + 1) * n);
+                    let count = self.k.nonzero_columns(z_b, list);
+                    self.bt.ever_count.get_mut(counts + b..counts + b + 1)[0] = count;
+                    count
+                })
+                .sum()
+        };
+        // SAFETY: part p's columns of Sᵀ (the caller's promise); Z and DA are read only.
+        unsafe {
+            let st_p = || st.mat_mut(n * us.start, n, h, h);
+            if (total as f64) <= ROWS_MAX_SHARE * (bs * n) as f64 {
+                for b in 0..bs {
+                    let count = self.bt.ever_count.get(counts + b..counts + b + 1)[0];
+                    let rows = self.bt.ever.get(lists + b * n..lists + b * n + count);
+                    let z_b = self.bt.z.mat(b * n, t - 1, n, sz);
+                    let da_b = self.bt.da.mat(sz + b * n + us.start, t - 1, h, sz);
+                    self.k.gemm_tn_rows(scale, z_b, da_b, rows, st_p());
+                }
+            } else {
+                let depth = (t - 1) * bs;
+                let z_steps = self.bt.z.mat(0, depth, n, n).t();
+                let da_steps = self.bt.da.mat(sz + us.start, depth, h, n);
+                self.k.gemm(scale, z_steps, da_steps, 1.0, st_p());
+            }
+        }
+    }
+
     /// `S[:, P] ← (Sᵀ[P, :])ᵀ`: part p's columns of S, from its units' rows of Sᵀ (which
     /// every part's update wrote).
     fn mirror(&self, p: usize) {
-        let (n, us) = (self.dims.n, self.units[p].clone());
-        // SAFETY: part p's columns of S; Sᵀ is not written this stage.
-        unsafe {
-            let src = self.w.st.mat(us.start * n, us.len(), n, n);
-            let dst = self.s.mat_mut(us.start, n, us.len(), n);
-            self.k.transpose(src, dst);
+        let (n, us) = (self.dims.n, &self.units[p]);
+        // Rows `units[q]` of S's block p are the transpose of rows `units[p]` of Sᵀ's block q.
+        for uq in &self.units {
+            // SAFETY: part p's block of S; Sᵀ is not written this stage.
+            unsafe {
+                let src = self.w.st.mat(
+                    n * uq.start + us.start * uq.len(),
+                    us.len(),
+                    uq.len(),
+                    uq.len(),
+                );
+                let dst = self.s.mat_mut(
+                    n * us.start + uq.start * us.len(),
+                    uq.len(),
+                    us.len(),
+                    us.len(),
+                );
+                self.k.transpose(src, dst);
+            }
         }
     }
 }

@@ -190,6 +190,61 @@ fn engine_gradients_match_reference_at_full_size_after_training() {
     check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
 }
 
+/// Share of the minibatch's (example, unit) pairs active at some step before the last: the
+/// rows the recurrent gradient needs, by the reference's forward pass.
+fn recurrent_rows_share(p: &Params<f64>, cfg: &Config, x: &[f32]) -> f64 {
+    let (m, n, t) = (cfg.n_input, cfg.n_hidden, cfg.n_steps);
+    let mut rows = 0usize;
+    for xb in x.chunks_exact(m) {
+        let trace = drsae_model::reference::forward(p, &to_f64(xb), t);
+        rows += (0..n)
+            .filter(|&j| (1..t).any(|s| trace.z[s][j] > 0.0))
+            .count();
+    }
+    rows as f64 / (x.len() / m * n) as f64
+}
+
+/// The recurrent gradient runs example by example over each example's active units when
+/// those are few and as one dense product when they are many: both agree with the reference
+/// (thresholds raised to make the codes sparse, as training does), and both give the same
+/// parameters on one and two threads.
+#[test]
+fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
+    let ds = fixture();
+    let cfg = full_size_config();
+    let (x, y) = first_batch(&ds, 10, 6, 3);
+    let dense = initialize_seeded(&cfg, &ds.train.images);
+    let mut sparse = dense.clone();
+    sparse.b.fill(0.012);
+    for (params, want_sparse) in [(&dense, false), (&sparse, true)] {
+        let share = recurrent_rows_share(&params.to_f64(), &cfg, &x);
+        assert_eq!(
+            share < 0.5,
+            want_sparse,
+            "active rows {share:.2}: the case does not test the path it names"
+        );
+        assert!(
+            share > 0.1 || !want_sparse,
+            "codes {share:.2} too sparse to test much"
+        );
+        let mut engine = Engine::new(params, &cfg, 2).unwrap();
+        check_against_reference(&mut engine, &cfg, &x, &y, Phase::Pretrain);
+        check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
+        let mut one = Engine::new(params, &cfg, 1).unwrap();
+        for k in 0..5 {
+            engine.train_step(&x, &y, Phase::Finetune, k).unwrap();
+            one.train_step(&x, &y, Phase::Finetune, k).unwrap();
+        }
+        let (a, b) = (engine.params(), one.params());
+        assert!(
+            a.s.iter()
+                .zip(&b.s)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "S differs between one and two threads"
+        );
+    }
+}
+
 /// ‖a − b‖_F / ‖b − start‖_F: the gap between two trajectories as a fraction of the
 /// distance the exact one travelled.
 fn rel_to_travel(a: &[f64], b: &[f64], start: &[f64]) -> f64 {
