@@ -340,6 +340,135 @@ impl SparseProblem {
     }
 }
 
+/// Shares of an example's units active at some step, for the recurrent-gradient bench (after
+/// fine-tuning the model sits near 0.45; the engine switches to the dense product above 0.6).
+pub const ROW_SHARES: [f64; 3] = [0.3, 0.45, 0.6];
+
+/// The recurrent-weight gradient of a minibatch, `C (n×n) += Z_stepsᵀ·DA_steps` over
+/// `steps × B` stacked rows: per example over the units it activates at some step
+/// ([`Kernels::gemm_tn_rows`], lists by [`Kernels::nonzero_columns`]), or dense.
+pub struct RecGradProblem {
+    /// Minibatch.
+    pub batch: usize,
+    /// Recurrent steps whose states enter the gradient (T − 1).
+    pub steps: usize,
+    /// Hidden units.
+    pub n: usize,
+    /// States, `steps × B × n`: row `s·B + b` is example b after step s+1.
+    z: AlignedVec,
+    /// Masked adjoints, same layout.
+    da: AlignedVec,
+    c: AlignedVec,
+    rows: Vec<u32>,
+    /// Σ over examples of the units each activates at some step.
+    active_rows: usize,
+}
+
+impl RecGradProblem {
+    /// Seeded states in which each unit is active in an example with probability `share`
+    /// and then at each step with probability 0.65 (an active unit tends to stay on).
+    pub fn new(batch: usize, steps: usize, n: usize, share: f64, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut z = AlignedVec::zeros(steps * batch * n);
+        let mut active_rows = 0;
+        for b in 0..batch {
+            for j in 0..n {
+                if !rng.random_bool(share) {
+                    continue;
+                }
+                let mut any = false;
+                for s in 0..steps {
+                    if rng.random_bool(0.65) {
+                        z[(s * batch + b) * n + j] = rng.random_range(0.0f32..1.0);
+                        any = true;
+                    }
+                }
+                active_rows += usize::from(any);
+            }
+        }
+        RecGradProblem {
+            batch,
+            steps,
+            n,
+            z,
+            da: AlignedVec::from_slice(&sparse_matrix(seed + 1, steps * batch, n, 0.3)),
+            c: AlignedVec::zeros(n * n),
+            rows: vec![0; n],
+            active_rows,
+        }
+    }
+
+    /// `(n×K)(K×n)` as text, K = steps·B.
+    pub fn dims(&self) -> String {
+        let k = self.steps * self.batch;
+        format!("{}x{k}*{k}x{}", self.n, self.n)
+    }
+
+    /// Share of the (example, unit) rows active at some step.
+    pub fn row_share(&self) -> f64 {
+        self.active_rows as f64 / (self.batch * self.n) as f64
+    }
+
+    /// Flops of the dense product: `2·n·K·n`.
+    pub fn dense_flops(&self) -> u64 {
+        2 * (self.n * self.steps * self.batch * self.n) as u64
+    }
+
+    /// Flops of the per-example products: `2·rows·steps·n`.
+    pub fn rows_flops(&self) -> u64 {
+        2 * (self.active_rows * self.steps * self.n) as u64
+    }
+
+    /// Per example: its active units, then its product over their rows.
+    pub fn run_rows(&mut self, kern: &Kernels) {
+        let (b_all, n, sz) = (self.batch, self.n, self.batch * self.n);
+        for b in 0..b_all {
+            let z_b = MatRef::new(&self.z[b * n..], self.steps, n, sz, 1).expect("Z_b view");
+            let count = kern.nonzero_columns(z_b, &mut self.rows);
+            let da_b = MatRef::new(&self.da[b * n..], self.steps, n, sz, 1).expect("DA_b view");
+            let c = MatMut::row_major(&mut self.c, n, n).expect("C view");
+            kern.gemm_tn_rows(1e-6, z_b, da_b, &self.rows[..count], c);
+        }
+        black_box(&mut self.c);
+    }
+
+    /// One dense product over the stacked steps.
+    pub fn run_dense(&mut self, kern: &Kernels) {
+        let (k, n) = (self.steps * self.batch, self.n);
+        let z = MatRef::row_major(&self.z, k, n).expect("Z view").t();
+        let da = MatRef::row_major(&self.da, k, n).expect("DA view");
+        let c = MatMut::row_major(&mut self.c, n, n).expect("C view");
+        kern.gemm(1e-6, z, da, 1.0, c);
+        black_box(&mut self.c);
+    }
+
+    /// The dense product with `matrixmultiply::sgemm`.
+    pub fn run_matrixmultiply(&mut self) {
+        let (k, n) = (self.steps * self.batch, self.n);
+        // SAFETY: Zᵀ is read as n×k (row stride 1, column stride n) from the k×n Z, DA is k×n
+        // and C n×n, all row-major inside vectors of at least that size; C aliases neither.
+        unsafe {
+            matrixmultiply::sgemm(
+                n,
+                k,
+                n,
+                1e-6,
+                self.z.as_ptr(),
+                1,
+                n as isize,
+                self.da.as_ptr(),
+                n as isize,
+                1,
+                1.0,
+                self.c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        black_box(&mut self.c);
+    }
+}
+
 /// A clock for benchmarks: on Linux the CPU time of the calling thread, so time the thread
 /// spends descheduled (other processes on a shared machine) is not counted; elsewhere the
 /// wall clock.

@@ -10,8 +10,8 @@
 //! in the same folder, then rename).
 
 use drsae_benches::{
-    BATCHES, DENSITIES, GemmProblem, N_HIDDEN, N_INPUT, SparseProblem, fma_chains, fma_peak_gflops,
-    median_secs_interleaved, model_shapes,
+    BATCHES, DENSITIES, GemmProblem, N_HIDDEN, N_INPUT, ROW_SHARES, RecGradProblem, SparseProblem,
+    fma_chains, fma_peak_gflops, median_secs_interleaved, model_shapes,
 };
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -181,6 +181,48 @@ fn main() {
                     100.0 * sp.depth_fraction()
                 );
             }
+        }
+    }
+
+    for &b in &BATCHES {
+        for &share in &ROW_SHARES {
+            if !"gemm_tn_rows_rec_grad".contains(&filter) {
+                continue;
+            }
+            let rp = RefCell::new(RecGradProblem::new(b, 10, N_HIDDEN, share, 11 + b as u64));
+            let t = median_secs_interleaved(
+                &mut [
+                    &mut || rp.borrow_mut().run_rows(kern),
+                    &mut || rp.borrow_mut().run_dense(kern),
+                    &mut || rp.borrow_mut().run_matrixmultiply(),
+                    &mut || {
+                        fma_chains(PEAK_ITERS);
+                    },
+                ],
+                WARMUP,
+                BATCH_TIME,
+                REPEATS,
+            );
+            let rp = rp.into_inner();
+            let dense_f = rp.dense_flops() as f64;
+            rows.push(Row {
+                peak: peak_flops / t[3] / 1e9,
+                op: "gemm_tn_rows_rec_grad".to_string(),
+                shape: rp.dims(),
+                b,
+                gflops: rp.rows_flops() as f64 / t[0] / 1e9,
+                mm_gflops: dense_f / t[2] / 1e9,
+                ratio: t[2] / t[0],
+                density: Some(rp.row_share()),
+                dense_equiv: Some(dense_f / t[0] / 1e9),
+                speedup: Some(t[1] / t[0]),
+                speedup_nt: None,
+            });
+            eprintln!(
+                "recurrent gradient b={b} rows {:.2}: per-example rows {:.2}× the dense product",
+                rp.row_share(),
+                t[1] / t[0]
+            );
         }
     }
 

@@ -50,10 +50,11 @@ pub use codes::Codes;
 use parts::{PARTS, Raw, padded};
 
 /// The largest share of the minibatch's (example, unit) rows, active at some step, for which
-/// the recurrent gradient runs example by example over those rows: per row, one example's
-/// product costs about 1.4× the dense product's share (measured at minibatch 10, n = 400,
-/// T = 11 on AVX-512), so below ≈ 70 % the rows win; 60 % leaves a margin.
-const ROWS_MAX_SHARE: f64 = 0.6;
+/// the recurrent gradient runs example by example over those rows. One part's product per
+/// row costs about 1.4× the dense product's share (minibatch 10, n = 400, T = 11, AVX-512,
+/// 208 columns), so the rows win below ≈ 70 %; the whole 400-column product still runs 1.3×
+/// faster at 60 % (`results/kernels.csv`, `gemm_tn_rows_rec_grad`).
+const ROWS_MAX_SHARE: f64 = 2.0 / 3.0;
 
 /// Examples per task when evaluating a split.
 const EVAL_CHUNK: usize = 128;
