@@ -371,9 +371,10 @@ pub struct Engine {
     w: Weights,
     /// Gradient target for [`Engine::gradient`]; allocated on first use.
     grad: Option<Weights>,
-    /// `S` in part blocks (see [`to_blocks`]), refreshed from `w.st` after every update: the backward
-    /// product `DA·S` then reads rows too, which the register-tiled GEMM runs ~1.4× faster at
-    /// minibatch 10 than the dot-product form `DA·(Sᵀ)ᵀ`, for less than a tenth of that gain.
+    /// `S` in part blocks (see [`to_blocks`]), refreshed from `w.st` after every update: the
+    /// backward product `DA·S` then reads rows too, which the register-tiled GEMM runs ~1.4×
+    /// faster at minibatch 10 than the dot-product form `DA·(Sᵀ)ᵀ`, for less than a tenth of
+    /// that gain.
     s: AlignedVec,
     /// The minibatch's inputs, in line-aligned storage.
     inputs: AlignedVec,
