@@ -16,13 +16,15 @@
 //! - forward: `U = X·Eᵀ − b`, `Z_1 = relu(U)`, `Z_{t+1} = relu(U + Z_t·Sᵀ)`, `R = Z_T·Dᵀ − X`;
 //! - backward: `DA_T = mask_T ⊙ (w_rec·R·D + λ + classifier term)`,
 //!   `DA_t = mask_t ⊙ (DA_{t+1}·S)`, `DU = Σ_t DA_t`;
-//! - update: `Sᵀ += α·[Z_1;…;Z_{T−1}]ᵀ·[DA_2;…;DA_T]` (one product over the stacked steps),
-//!   `E += α·DUᵀ·X`, `Dᵀ += α·w_rec·Z_Tᵀ·R`, then the projections of spec §5.
+//! - update: `Sᵀ += α·[Z_1;…;Z_{T−1}]ᵀ·[DA_2;…;DA_T]` (per example over the units it
+//!   activates, or one product over the stacked steps), `E += α·DUᵀ·X`,
+//!   `Dᵀ += α·w_rec·Z_Tᵀ·R`, then the projections of spec §5.
 //!
 //! Parallelism and reproducibility: the model, not the minibatch, is split over threads.
 //! Each of the [`parts::PARTS`] parts owns a fixed range of the hidden units and computes
 //! those units' columns of every state and adjoint, and updates their rows of E and Dᵀ and
-//! their columns of Sᵀ (see [`parts`]), so only activations move between cores; splitting
+//! their columns of Sᵀ (see [`parts`]); a product that reads a whole state runs once per
+//! part's block of it. Only activations move between cores; splitting
 //! the examples instead had both cores read every weight the other had just updated, and
 //! ran 0.87× as fast on two threads at minibatch 10 (paired runs, see the README).
 //! Sums over the units (the residual, ‖z^T‖, the classifier's projection) are formed per
@@ -30,9 +32,10 @@
 //! thread runs it: parameters after an epoch are bit-identical for every thread count.
 //! Layout: `E` and `Dᵀ` are unit-major (row i belongs to unit i, so the norm bounds of spec
 //! §5 are row norms, projected by the part that owns the row), and `Sᵀ` is kept so that the
-//! forward product reads it row by row, its columns (and those of the copy of S) in one
-//! block per part so that no two cores write the same rows. [`Engine::params`] converts back
-//! to the paper's layout.
+//! forward product reads it row by row. The columns of `Sᵀ`, of the copy of S and of every
+//! state and adjoint are stored in one block per part, so that no two cores write the same
+//! rows (see [`to_blocks`] and [`Batch`]). [`Engine::params`] converts back to the paper's
+//! layout.
 
 use drsae_kernels::{AlignedVec, Kernels, MatMut, MatRef};
 use rayon::prelude::*;
@@ -149,10 +152,13 @@ struct Dims {
 }
 
 /// A minibatch's forward and backward state, allocated for `cap` examples and reused every
-/// step. Per-step blocks are laid out for the current batch size `bs`: step s (holding
-/// `z^{s+1}`) occupies `s·bs·n .. (s+1)·bs·n`, so consecutive steps stack into one matrix.
-/// Per-part values of an example b live at `p·stride + b`; each part's scratch is padded
-/// (see [`padded`]) so that no cache line holds two parts' values.
+/// step. The states and adjoints (and U, the pre-activation and DU, one step each) are
+/// stored in one block per part, laid out for the current batch size `bs`: part p's block,
+/// at `steps·bs·units[p].start`, holds its units' values with row `s·bs + b` for example b
+/// after step s+1, so consecutive steps stack into one matrix and the two cores never write
+/// the same rows (see [`to_blocks`]). Per-part values of an example b live at
+/// `p·stride + b`; each part's scratch is padded (see [`padded`]) so that no cache line
+/// holds two parts' values.
 #[derive(Clone, Debug)]
 struct Batch {
     cap: usize,
@@ -181,20 +187,21 @@ struct Batch {
     d_logits: AlignedVec,
     /// `∂L/∂ẑ = Cᵀ·∂L/∂logits`, bs×n.
     dzh: AlignedVec,
-    /// Step s's active units, each part's ascending list at the start of its own range of
-    /// `s·n .. (s+1)·n`; its length at `p·padded(t) + s` of `unit_count`.
+    /// Step s's active units, each part's ascending list (indices into its block) at the
+    /// start of its own range of `s·n .. (s+1)·n`; its length at `p·padded(t) + s` of
+    /// `unit_count`.
     units: Vec<u32>,
     unit_count: Vec<usize>,
-    /// Scratch: which of its units a part has seen active, its ReLU index output and its
-    /// depth list, part p's at `p·padded(n)`.
+    /// Scratch: which of its units a part has seen active and its ReLU index output, part
+    /// p's at `p·padded(n)`.
     seen: Vec<bool>,
     idx: Vec<u32>,
-    depth: Vec<u32>,
     /// Active units per part, step and example, at `p·padded(t·cap) + s·bs + b`.
     counts: Vec<usize>,
-    /// Each part's copy of the units example b activates at some step before the last
-    /// (ascending, at `p·padded(cap·n) + b·n`; the number at `p·padded(cap) + b` of
-    /// `ever_count`): the rows of Sᵀ its share of the gradient touches.
+    /// Each part's copy of the units of part q that example b activates at some step before
+    /// the last (ascending indices into q's block, at `p·padded(cap·n) + b·n + units[q].start`;
+    /// the number at `p·padded(cap·PARTS) + b·PARTS + q` of `ever_count`): the rows of Sᵀ its
+    /// share of the gradient touches.
     ever: Vec<u32>,
     ever_count: Vec<usize>,
     /// Per part and example: ‖z^T‖² and Σ z^T over its units, the projection of `∂L/∂ẑ` on ẑ
@@ -231,10 +238,9 @@ impl Batch {
             unit_count: vec![0; PARTS * padded::<usize>(t)],
             seen: vec![false; PARTS * padded::<bool>(n)],
             idx: vec![0; PARTS * padded::<u32>(n)],
-            depth: vec![0; PARTS * padded::<u32>(n)],
             counts: vec![0; PARTS * padded::<usize>(t * cap)],
             ever: vec![0; PARTS * padded::<u32>(cap * n)],
-            ever_count: vec![0; PARTS * padded::<usize>(cap)],
+            ever_count: vec![0; PARTS * padded::<usize>(cap * PARTS)],
             sq: vec![0.0; PARTS * stride],
             l1: vec![0.0; PARTS * stride],
             proj: vec![0.0; PARTS * stride],
@@ -804,7 +810,6 @@ struct BatchRaw {
     unit_count: Raw<usize>,
     seen: Raw<bool>,
     idx: Raw<u32>,
-    depth: Raw<u32>,
     counts: Raw<usize>,
     ever: Raw<u32>,
     ever_count: Raw<usize>,
@@ -837,7 +842,6 @@ impl BatchRaw {
             unit_count: Raw::new(&mut bt.unit_count),
             seen: Raw::new(&mut bt.seen),
             idx: Raw::new(&mut bt.idx),
-            depth: Raw::new(&mut bt.depth),
             counts: Raw::new(&mut bt.counts),
             ever: Raw::new(&mut bt.ever),
             ever_count: Raw::new(&mut bt.ever_count),
@@ -1029,7 +1033,7 @@ impl<'a> Pass<'a> {
         padded::<usize>(self.dims.t)
     }
 
-    /// Part p's list of its units active at step s.
+    /// Part p's list of its units active at step s, as indices into its block.
     ///
     /// # Safety
     /// Step s's lists are not being written (they are built by [`Pass::activate`]).
@@ -1045,28 +1049,88 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// The units active at step s in some example, ascending (the parts' lists joined in
-    /// part p's scratch), or `None` when that is all n of them.
-    fn depth(&self, s: usize, p: usize) -> Option<&[u32]> {
-        let n = self.dims.n;
-        let at = p * padded::<u32>(n);
-        // SAFETY: part p's own scratch; step s's lists were finished in an earlier stage.
-        let out = unsafe { self.bt.depth.get_mut(at..at + n) };
-        let mut len = 0;
-        for q in 0..PARTS {
-            // SAFETY: as above.
-            let list = unsafe { self.own_units(s, q) };
-            out[len..len + list.len()].copy_from_slice(list);
-            len += list.len();
-        }
-        (len < n).then_some(&out[..len])
+    /// Part q's units active at step s in some example, or `None` when all of them are: the
+    /// depth of a product over q's block of a state.
+    ///
+    /// # Safety
+    /// As [`Pass::own_units`].
+    unsafe fn active(&self, s: usize, q: usize) -> Option<&[u32]> {
+        // SAFETY: forwarded to the caller.
+        let list = unsafe { self.own_units(s, q) };
+        (list.len() < self.units[q].len()).then_some(list)
+    }
+
+    /// Where part p's block starts in a state buffer of `steps` steps (see [`Batch`]).
+    fn block_at(&self, steps: usize, p: usize) -> usize {
+        steps * self.bs * self.units[p].start
+    }
+
+    /// Rows `row0 .. row0 + rows` of part p's block of a state buffer of `steps` steps, read.
+    ///
+    /// # Safety
+    /// As [`Raw::mat`].
+    unsafe fn block<'b>(
+        &self,
+        buf: &'b Raw<f32>,
+        steps: usize,
+        row0: usize,
+        rows: usize,
+        p: usize,
+    ) -> MatRef<'b> {
+        let h = self.units[p].len();
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.mat(self.block_at(steps, p) + row0 * h, rows, h, h) }
+    }
+
+    /// As [`Pass::block`], written.
+    ///
+    /// # Safety
+    /// As [`Raw::mat_mut`].
+    unsafe fn block_mut<'b>(
+        &self,
+        buf: &'b Raw<f32>,
+        steps: usize,
+        row0: usize,
+        rows: usize,
+        p: usize,
+    ) -> MatMut<'b> {
+        let h = self.units[p].len();
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.mat_mut(self.block_at(steps, p) + row0 * h, rows, h, h) }
+    }
+
+    /// Row `row` of part p's block of a state buffer of `steps` steps, read.
+    ///
+    /// # Safety
+    /// As [`Raw::get`].
+    unsafe fn own<'b>(&self, buf: &'b Raw<f32>, steps: usize, row: usize, p: usize) -> &'b [f32] {
+        let at = self.block_at(steps, p) + row * self.units[p].len();
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.get(at..at + self.units[p].len()) }
+    }
+
+    /// As [`Pass::own`], written.
+    ///
+    /// # Safety
+    /// As [`Raw::get_mut`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn own_mut<'b>(
+        &self,
+        buf: &'b Raw<f32>,
+        steps: usize,
+        row: usize,
+        p: usize,
+    ) -> &'b mut [f32] {
+        let at = self.block_at(steps, p) + row * self.units[p].len();
+        // SAFETY: forwarded to the caller.
+        unsafe { buf.get_mut(at..at + self.units[p].len()) }
     }
 
     /// `Z_{s+1}[:, P] = relu(src[:, P])` (src is U at step 0, else the pre-activation), with
     /// the active counts and part p's list of its active units at step s.
     fn activate(&self, s: usize, p: usize) {
-        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
-        let (bt, sz) = (&self.bt, self.bs * n);
+        let (n, t, bs, us) = (self.dims.n, self.dims.t, self.bs, self.units[p].clone());
+        let bt = &self.bt;
         let src = if s == 0 { &bt.u } else { &bt.a };
         // SAFETY: part p's own scratch, states and counts; `src` is not written this stage.
         unsafe {
@@ -1076,8 +1140,8 @@ impl<'a> Pass<'a> {
             let seen = bt.seen.get_mut(at..at + us.len());
             seen.fill(false);
             for b in 0..bs {
-                let a_row = self.cols(src, 0, b, p);
-                let z_row = self.cols_mut(&bt.z, s * sz, b, p);
+                let a_row = self.own(src, 1, b, p);
+                let z_row = self.own_mut(&bt.z, t, s * bs + b, p);
                 let count = self.k.relu_active(a_row, z_row, idx);
                 let at = p * bt.count_part + s * bs + b;
                 bt.counts.get_mut(at..at + 1)[0] = count;
@@ -1088,7 +1152,7 @@ impl<'a> Pass<'a> {
             let list = bt.units.get_mut(s * n + us.start..s * n + us.end);
             let mut count = 0;
             for (i, _) in seen.iter().enumerate().filter(|&(_, &on)| on) {
-                list[count] = (us.start + i) as u32;
+                list[count] = i as u32;
                 count += 1;
             }
             let at = p * self.unit_part() + s;
@@ -1098,19 +1162,19 @@ impl<'a> Pass<'a> {
 
     /// `U[:, P] = X·E[P]ᵀ − b[P]`, `Z_1[:, P] = relu(U[:, P])`.
     fn input(&self, p: usize) {
-        let Dims { m, n, .. } = self.dims;
+        let m = self.dims.m;
         let (bs, us) = (self.bs, self.units[p].clone());
         // SAFETY: part p's columns of U; its rows of E and entries of b are not written
         // during a pass's forward stages.
         unsafe {
             let bias = self.w.b.get(us.clone());
             for b in 0..bs {
-                for (u, &bv) in self.cols_mut(&self.bt.u, 0, b, p).iter_mut().zip(bias) {
+                for (u, &bv) in self.own_mut(&self.bt.u, 1, b, p).iter_mut().zip(bias) {
                     *u = -bv;
                 }
             }
             let e_t = self.w.e.mat(us.start * m, us.len(), m, m).t();
-            let u = self.bt.u.mat_mut(us.start, bs, us.len(), n);
+            let u = self.block_mut(&self.bt.u, 1, 0, bs, p);
             self.k.gemm(1.0, view(self.x, bs, m), e_t, 1.0, u);
         }
         self.activate(0, p);
@@ -1118,20 +1182,22 @@ impl<'a> Pass<'a> {
 
     /// `Z_{s+1}[:, P] = relu(U[:, P] + Z_s·Sᵀ[:, P])`, over the units active at step s.
     fn recur(&self, s: usize, p: usize) {
-        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
-        let sz = bs * n;
-        let depth = self.depth(s - 1, p);
-        // SAFETY: part p's columns of the pre-activation; U, the previous state and Sᵀ are
-        // not written this stage.
+        let (n, t, bs, us) = (self.dims.n, self.dims.t, self.bs, self.units[p].clone());
+        let h = us.len();
+        // SAFETY: part p's block of the pre-activation; U, the previous state, its active
+        // lists and Sᵀ are not written this stage.
         unsafe {
             for b in 0..bs {
-                self.cols_mut(&self.bt.a, 0, b, p)
-                    .copy_from_slice(self.cols(&self.bt.u, 0, b, p));
+                self.own_mut(&self.bt.a, 1, b, p)
+                    .copy_from_slice(self.own(&self.bt.u, 1, b, p));
             }
-            let prev = self.bt.z.mat((s - 1) * sz, bs, n, n);
-            let st = self.w.st.mat(n * us.start, n, us.len(), us.len());
-            let a = self.bt.a.mat_mut(us.start, bs, us.len(), n);
-            self.gemm(1.0, prev, st, depth, 1.0, a);
+            // One product per part's block of Z_s, with the matching rows of Sᵀ's block p.
+            for (q, uq) in self.units.iter().enumerate() {
+                let prev = self.block(&self.bt.z, t, (s - 1) * bs, bs, q);
+                let st = self.w.st.mat(n * us.start + uq.start * h, uq.len(), h, h);
+                let a = self.block_mut(&self.bt.a, 1, 0, bs, p);
+                self.gemm(1.0, prev, st, self.active(s - 1, q), 1.0, a);
+            }
         }
         self.activate(s, p);
     }
@@ -1139,9 +1205,8 @@ impl<'a> Pass<'a> {
     /// Part p's share of `R = Z_T·Dᵀ − X` (over its active units; part 0 also subtracts X),
     /// and of ‖z^T‖² and Σ z^T per example.
     fn residual(&self, p: usize) {
-        let Dims { m, n, t, .. } = self.dims;
-        let (bs, cap) = (self.bs, self.bt.stride);
-        let last = (t - 1) * bs * n;
+        let Dims { m, t, .. } = self.dims;
+        let (bs, cap, us) = (self.bs, self.bt.stride, &self.units[p]);
         // SAFETY: part p's own residual share and per-part values; the states and Dᵀ are not
         // written this stage.
         unsafe {
@@ -1153,13 +1218,13 @@ impl<'a> Pass<'a> {
             } else {
                 r.fill(0.0);
             }
-            let z_last = self.bt.z.mat(last, bs, n, n);
-            let dt = self.w.dt.mat(0, n, m, m);
+            let z_last = self.block(&self.bt.z, t, (t - 1) * bs, bs, p);
+            let dt = self.w.dt.mat(us.start * m, us.len(), m, m);
             let own = self.own_units(t - 1, p);
             self.k
                 .gemm_depth_subset(1.0, z_last, dt, own, 1.0, view_mut(r, bs, m));
             for b in 0..bs {
-                let z = self.cols(&self.bt.z, last, b, p);
+                let z = self.own(&self.bt.z, t, (t - 1) * bs + b, p);
                 self.bt.sq.get_mut(p * cap + b..p * cap + b + 1)[0] = self.k.dot(z, z);
                 self.bt.l1.get_mut(p * cap + b..p * cap + b + 1)[0] =
                     z.iter().map(|&v| f64::from(v)).sum();
@@ -1170,9 +1235,8 @@ impl<'a> Pass<'a> {
     /// ẑ over part p's units (each part forms ‖z^T‖ from the parts' shares, in part order),
     /// the residual summed over part p's pixels into part 0's share, and ‖R‖² over them.
     fn loss(&self, p: usize) {
-        let Dims { m, n, t, .. } = self.dims;
+        let Dims { m, t, .. } = self.dims;
         let (bs, cap, px) = (self.bs, self.bt.stride, self.pixels[p].clone());
-        let last = (t - 1) * bs * n;
         // SAFETY: part p's columns of ẑ, its pixels of R and its per-part values; the states,
         // the other parts' residual shares and the norms' shares are not written this stage.
         unsafe {
@@ -1182,7 +1246,7 @@ impl<'a> Pass<'a> {
                 if p == 0 {
                     self.bt.norm.get_mut(b..b + 1)[0] = norm;
                 }
-                let z = self.cols(&self.bt.z, last, b, p);
+                let z = self.own(&self.bt.z, t, (t - 1) * bs + b, p);
                 for (h, &v) in self.cols_mut(&self.bt.z_hat, 0, b, p).iter_mut().zip(z) {
                     *h = v / norm;
                 }
@@ -1224,10 +1288,7 @@ impl<'a> Pass<'a> {
             if self.update.is_some() {
                 let r = self.bt.r[0].mat(0, bs, m, m);
                 let d = self.w.dt.mat(us.start * m, us.len(), m, m).t();
-                let da = self
-                    .bt
-                    .da
-                    .mat_mut((t - 1) * bs * n + us.start, bs, us.len(), n);
+                let da = self.block_mut(&self.bt.da, t, (t - 1) * bs, bs, p);
                 self.k.gemm(self.lw.w_rec as f32, r, d, 0.0, da);
             }
         }
@@ -1260,15 +1321,14 @@ impl<'a> Pass<'a> {
     /// `DA_T[:, P] = mask_T ⊙ (w_rec·R·D + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits)[:, P]`, and
     /// `DU[:, P] = DA_T[:, P]`.
     fn top(&self, p: usize) {
-        let Dims { n, t, .. } = self.dims;
+        let t = self.dims.t;
         let (bs, cap) = (self.bs, self.bt.stride);
-        let last = (t - 1) * bs * n;
         let lambda = self.lw.lambda as f32;
         // SAFETY: part p's columns of DA_T and DU; the states, ẑ, ∂L/∂ẑ, the norms and the
         // projections' shares are not written this stage.
         unsafe {
             for b in 0..bs {
-                let da = self.cols_mut(&self.bt.da, last, b, p);
+                let da = self.own_mut(&self.bt.da, t, (t - 1) * bs + b, p);
                 if self.lw.w_cls != 0.0 {
                     let proj_parts = self.bt.proj.get(0..PARTS * cap);
                     let proj = (0..PARTS).map(|q| proj_parts[q * cap + b]).sum::<f32>();
@@ -1279,8 +1339,8 @@ impl<'a> Pass<'a> {
                         *d += (g - h * proj) * inv;
                     }
                 }
-                let z = self.cols(&self.bt.z, last, b, p);
-                let du = self.cols_mut(&self.bt.du, 0, b, p);
+                let z = self.own(&self.bt.z, t, (t - 1) * bs + b, p);
+                let du = self.own_mut(&self.bt.du, 1, b, p);
                 for ((d, &zv), du) in da.iter_mut().zip(z).zip(du) {
                     *d = if zv > 0.0 { *d + lambda } else { 0.0 };
                     *du = *d;
@@ -1292,23 +1352,26 @@ impl<'a> Pass<'a> {
     /// `DA_s[:, P] = mask_s ⊙ (DA_{s+1}·S[:, P])` (over the units active at step s+1), and
     /// `DU[:, P] += DA_s[:, P]`.
     fn back(&self, s: usize, p: usize) {
-        let (n, bs, us) = (self.dims.n, self.bs, self.units[p].clone());
-        let sz = bs * n;
-        let depth = self.depth(s + 1, p);
-        // SAFETY: part p's columns of DA_s and DU; DA_{s+1}, the states and S are not written
-        // this stage.
+        let (n, t, bs, us) = (self.dims.n, self.dims.t, self.bs, self.units[p].clone());
+        let h = us.len();
+        // SAFETY: part p's blocks of DA_s and DU; DA_{s+1}, its active lists, the states and
+        // S are not written this stage.
         unsafe {
-            let upper = self.bt.da.mat((s + 1) * sz, bs, n, n);
-            let s_mat = self.s.mat(n * us.start, n, us.len(), us.len());
-            let cur = self.bt.da.mat_mut(s * sz + us.start, bs, us.len(), n);
-            self.gemm(1.0, upper, s_mat, depth, 0.0, cur);
+            // One product per part's block of DA_{s+1}, with the matching rows of S's block p.
+            for (q, uq) in self.units.iter().enumerate() {
+                let upper = self.block(&self.bt.da, t, (s + 1) * bs, bs, q);
+                let s_mat = self.s.mat(n * us.start + uq.start * h, uq.len(), h, h);
+                let cur = self.block_mut(&self.bt.da, t, s * bs, bs, p);
+                let beta = if q == 0 { 0.0 } else { 1.0 };
+                self.gemm(1.0, upper, s_mat, self.active(s + 1, q), beta, cur);
+            }
             for b in 0..bs {
-                let cur = self.cols_mut(&self.bt.da, s * sz, b, p);
-                let z = self.cols(&self.bt.z, s * sz, b, p);
+                let cur = self.own_mut(&self.bt.da, t, s * bs + b, p);
+                let z = self.own(&self.bt.z, t, s * bs + b, p);
                 for ((d, &zv), du) in cur
                     .iter_mut()
                     .zip(z)
-                    .zip(self.cols_mut(&self.bt.du, 0, b, p))
+                    .zip(self.own_mut(&self.bt.du, 1, b, p))
                 {
                     *d = if zv > 0.0 { *d } else { 0.0 };
                     *du += *d;
@@ -1332,21 +1395,21 @@ impl<'a> Pass<'a> {
         };
         let Dims { m, n, l, t, .. } = self.dims;
         let (bs, us) = (self.bs, self.units[p].clone());
-        let (h, sz) = (us.len(), bs * n);
+        let h = us.len();
         let k = self.k;
         // SAFETY: part p's columns of Sᵀ, rows of E and Dᵀ and entries of b, and (part 0) C
         // and c; the states, adjoints, R, ẑ and ∂L/∂logits are not written this stage.
         unsafe {
             self.add_recurrent_grad(p, scales.s, tw.st);
             // ∂L/∂E = DUᵀ·X, then the E-row bound.
-            let du_t = self.bt.du.mat(us.start, bs, h, n).t();
+            let du_t = self.block(&self.bt.du, 1, 0, bs, p).t();
             let e = tw.e.mat_mut(us.start * m, h, m, m);
             k.gemm(scales.e, du_t, view(self.x, bs, m), 1.0, e);
             // ∂L/∂Dᵀ = w_rec·Z_Tᵀ·R, then the column bound on every row, changed or not: a
             // rescaled row can come out an ulp above the bound, and projecting it again only
             // when it next changes would make the parameters depend on that history, which a
             // checkpoint does not hold (a resumed run would then differ from an unbroken one).
-            let zt_t = self.bt.z.mat((t - 1) * sz + us.start, bs, h, n).t();
+            let zt_t = self.block(&self.bt.z, t, (t - 1) * bs, bs, p).t();
             let r = self.bt.r[0].mat(0, bs, m, m);
             let dt = tw.dt.mat_mut(us.start * m, h, m, m);
             k.gemm(scales.d * self.lw.w_rec as f32, zt_t, r, 1.0, dt);
@@ -1361,7 +1424,7 @@ impl<'a> Pass<'a> {
             // ∂L/∂b = −Σ_b DU_b.
             let bias = tw.b.get_mut(us.clone());
             for b in 0..bs {
-                for (bv, &d) in bias.iter_mut().zip(self.cols(&self.bt.du, 0, b, p)) {
+                for (bv, &d) in bias.iter_mut().zip(self.own(&self.bt.du, 1, b, p)) {
                     *bv -= scales.b * d;
                 }
             }
@@ -1399,36 +1462,63 @@ impl<'a> Pass<'a> {
     unsafe fn add_recurrent_grad(&self, p: usize, scale: f32, st: Raw<f32>) {
         let Dims { n, t, .. } = self.dims;
         let (bs, us) = (self.bs, self.units[p].clone());
-        let (h, sz) = (us.len(), bs * n);
+        let h = us.len();
         let (lists, counts) = (p * self.bt.ever_part, p * self.bt.ever_count_part);
-        // SAFETY: part p's own lists and counts; the states are not written this stage.
-        let total: usize = unsafe {
-            (0..bs)
-                .map(|b| {
-                    let z_b = self.bt.z.mat(b * n, t - 1, n, sz);
-                    let list = self.bt.ever.get_mut(lists + b * n..lists + (b + 1) * n);
-                    let count = self.k.nonzero_columns(z_b, list);
-                    self.bt.ever_count.get_mut(counts + b..counts + b + 1)[0] = count;
-                    count
-                })
-                .sum()
+        // Example b's states after steps 1..T−1 in part q's block: T−1 rows, bs rows apart.
+        let z_b = |q: usize, b: usize| {
+            let hq = self.units[q].len();
+            // SAFETY: the states are not written this stage.
+            unsafe {
+                self.bt
+                    .z
+                    .mat(self.block_at(t, q) + b * hq, t - 1, hq, bs * hq)
+            }
         };
-        // SAFETY: part p's columns of Sᵀ (the caller's promise); Z and DA are read only.
+        // Rows `units[q]` of Sᵀ's block p.
+        let st_q = |uq: &Range<usize>| {
+            // SAFETY: part p's block of Sᵀ (the caller's promise).
+            unsafe { st.mat_mut(n * us.start + uq.start * h, uq.len(), h, h) }
+        };
+        let mut total = 0;
+        for b in 0..bs {
+            for (q, uq) in self.units.iter().enumerate() {
+                // SAFETY: part p's own lists and counts.
+                unsafe {
+                    let list = self
+                        .bt
+                        .ever
+                        .get_mut(lists + b * n + uq.start..lists + b * n + uq.end);
+                    let count = self.k.nonzero_columns(z_b(q, b), list);
+                    let at = counts + b * PARTS + q;
+                    self.bt.ever_count.get_mut(at..at + 1)[0] = count;
+                    total += count;
+                }
+            }
+        }
+        // SAFETY: Z, DA and part p's lists are read only from here.
         unsafe {
-            let st_p = || st.mat_mut(n * us.start, n, h, h);
             if (total as f64) <= ROWS_MAX_SHARE * (bs * n) as f64 {
                 for b in 0..bs {
-                    let count = self.bt.ever_count.get(counts + b..counts + b + 1)[0];
-                    let rows = self.bt.ever.get(lists + b * n..lists + b * n + count);
-                    let z_b = self.bt.z.mat(b * n, t - 1, n, sz);
-                    let da_b = self.bt.da.mat(sz + b * n + us.start, t - 1, h, sz);
-                    self.k.gemm_tn_rows(scale, z_b, da_b, rows, st_p());
+                    // Example b's adjoints of steps 2..T in part p's block.
+                    let da_b = self
+                        .bt
+                        .da
+                        .mat(self.block_at(t, p) + (bs + b) * h, t - 1, h, bs * h);
+                    for (q, uq) in self.units.iter().enumerate() {
+                        let at = counts + b * PARTS + q;
+                        let count = self.bt.ever_count.get(at..at + 1)[0];
+                        let from = lists + b * n + uq.start;
+                        let rows = self.bt.ever.get(from..from + count);
+                        self.k.gemm_tn_rows(scale, z_b(q, b), da_b, rows, st_q(uq));
+                    }
                 }
             } else {
                 let depth = (t - 1) * bs;
-                let z_steps = self.bt.z.mat(0, depth, n, n).t();
-                let da_steps = self.bt.da.mat(sz + us.start, depth, h, n);
-                self.k.gemm(scale, z_steps, da_steps, 1.0, st_p());
+                let da_steps = self.block(&self.bt.da, t, bs, depth, p);
+                for (q, uq) in self.units.iter().enumerate() {
+                    let z_steps = self.block(&self.bt.z, t, 0, depth, q).t();
+                    self.k.gemm(scale, z_steps, da_steps, 1.0, st_q(uq));
+                }
             }
         }
     }
