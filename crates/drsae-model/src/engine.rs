@@ -1099,14 +1099,20 @@ impl<'a> Pass<'a> {
         unsafe { buf.mat_mut(self.block_at(steps, p) + row0 * h, rows, h, h) }
     }
 
+    /// Where row `row` of part p's block of a state buffer of `steps` steps lies.
+    fn own_row(&self, steps: usize, row: usize, p: usize) -> Range<usize> {
+        let h = self.units[p].len();
+        let at = self.block_at(steps, p) + row * h;
+        at..at + h
+    }
+
     /// Row `row` of part p's block of a state buffer of `steps` steps, read.
     ///
     /// # Safety
     /// As [`Raw::get`].
     unsafe fn own<'b>(&self, buf: &'b Raw<f32>, steps: usize, row: usize, p: usize) -> &'b [f32] {
-        let at = self.block_at(steps, p) + row * self.units[p].len();
         // SAFETY: forwarded to the caller.
-        unsafe { buf.get(at..at + self.units[p].len()) }
+        unsafe { buf.get(self.own_row(steps, row, p)) }
     }
 
     /// As [`Pass::own`], written.
@@ -1121,9 +1127,8 @@ impl<'a> Pass<'a> {
         row: usize,
         p: usize,
     ) -> &'b mut [f32] {
-        let at = self.block_at(steps, p) + row * self.units[p].len();
         // SAFETY: forwarded to the caller.
-        unsafe { buf.get_mut(at..at + self.units[p].len()) }
+        unsafe { buf.get_mut(self.own_row(steps, row, p)) }
     }
 
     /// `Z_{s+1}[:, P] = relu(src[:, P])` (src is U at step 0, else the pre-activation), with
