@@ -198,10 +198,10 @@ struct Batch {
     idx: Vec<u32>,
     /// Active units per part, step and example, at `p·padded(t·cap) + s·bs + b`.
     counts: Vec<usize>,
-    /// Each part's copy of the units of part q that example b activates at some step before
-    /// the last (ascending indices into q's block, at `p·padded(cap·n) + b·n + units[q].start`;
-    /// the number at `p·padded(cap·PARTS) + b·PARTS + q` of `ever_count`): the rows of Sᵀ its
-    /// share of the gradient touches.
+    /// The units of part p that example b activates at some step before the last (ascending
+    /// indices into p's block, at `p·padded(cap·n) + b·n`; their number at
+    /// `p·padded(cap) + b` of `ever_count`): the rows of Sᵀ that b's share of the recurrent
+    /// gradient touches.
     ever: Vec<u32>,
     ever_count: Vec<usize>,
     /// Per part and example: ‖z^T‖² and Σ z^T over its units, the projection of `∂L/∂ẑ` on ẑ
@@ -240,7 +240,7 @@ impl Batch {
             idx: vec![0; PARTS * padded::<u32>(n)],
             counts: vec![0; PARTS * padded::<usize>(t * cap)],
             ever: vec![0; PARTS * padded::<u32>(cap * n)],
-            ever_count: vec![0; PARTS * padded::<usize>(cap * PARTS)],
+            ever_count: vec![0; PARTS * padded::<usize>(cap)],
             sq: vec![0.0; PARTS * stride],
             l1: vec![0.0; PARTS * stride],
             proj: vec![0.0; PARTS * stride],
@@ -1324,13 +1324,14 @@ impl<'a> Pass<'a> {
     }
 
     /// `DA_T[:, P] = mask_T ⊙ (w_rec·R·D + λ + (I − ẑẑᵀ)/‖z‖·Cᵀ·∂L/∂logits)[:, P]`, and
-    /// `DU[:, P] = DA_T[:, P]`.
+    /// `DU[:, P] = DA_T[:, P]`; the units of part p each example activates at some step
+    /// before the last, for the update (see [`Pass::add_recurrent_grad`]).
     fn top(&self, p: usize) {
         let t = self.dims.t;
         let (bs, cap) = (self.bs, self.bt.stride);
         let lambda = self.lw.lambda as f32;
-        // SAFETY: part p's columns of DA_T and DU; the states, ẑ, ∂L/∂ẑ, the norms and the
-        // projections' shares are not written this stage.
+        // SAFETY: part p's columns of DA_T and DU and its own active lists; the states, ẑ,
+        // ∂L/∂ẑ, the norms and the projections' shares are not written this stage.
         unsafe {
             for b in 0..bs {
                 let da = self.own_mut(&self.bt.da, t, (t - 1) * bs + b, p);
@@ -1350,7 +1351,41 @@ impl<'a> Pass<'a> {
                     *d = if zv > 0.0 { *d + lambda } else { 0.0 };
                     *du = *d;
                 }
+                let at = p * self.bt.ever_part + b * self.dims.n;
+                let list = self.bt.ever.get_mut(at..at + self.units[p].len());
+                let count = self.k.nonzero_columns(self.states_of(b, p), list);
+                let at = p * self.bt.ever_count_part + b;
+                self.bt.ever_count.get_mut(at..at + 1)[0] = count;
             }
+        }
+    }
+
+    /// Example b's states after steps 1..T−1 in part q's block: T−1 rows, bs rows apart.
+    ///
+    /// # Safety
+    /// As [`Raw::mat`].
+    unsafe fn states_of(&self, b: usize, q: usize) -> MatRef<'_> {
+        let (t, bs, hq) = (self.dims.t, self.bs, self.units[q].len());
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.bt
+                .z
+                .mat(self.block_at(t, q) + b * hq, t - 1, hq, bs * hq)
+        }
+    }
+
+    /// The units of part q that example b activates at some step before the last, as built
+    /// by [`Pass::top`].
+    ///
+    /// # Safety
+    /// Not during the top stage.
+    unsafe fn ever_active(&self, b: usize, q: usize) -> &[u32] {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let at = q * self.bt.ever_count_part + b;
+            let count = self.bt.ever_count.get(at..at + 1)[0];
+            let at = q * self.bt.ever_part + b * self.dims.n;
+            self.bt.ever.get(at..at + count)
         }
     }
 
@@ -1462,46 +1497,23 @@ impl<'a> Pass<'a> {
     /// the arithmetic depend only on the states, not on the thread count.
     ///
     /// # Safety
-    /// As [`Pass::update`]: part p's columns of `st` and its own `ever` scratch are written,
-    /// the states and adjoints are not written this stage.
+    /// As [`Pass::update`]: only part p's columns of `st` are written, and the states,
+    /// adjoints and active lists are not.
     unsafe fn add_recurrent_grad(&self, p: usize, scale: f32, st: Raw<f32>) {
         let Dims { n, t, .. } = self.dims;
         let (bs, us) = (self.bs, self.units[p].clone());
         let h = us.len();
-        let (lists, counts) = (p * self.bt.ever_part, p * self.bt.ever_count_part);
-        // Example b's states after steps 1..T−1 in part q's block: T−1 rows, bs rows apart.
-        let z_b = |q: usize, b: usize| {
-            let hq = self.units[q].len();
-            // SAFETY: the states are not written this stage.
-            unsafe {
-                self.bt
-                    .z
-                    .mat(self.block_at(t, q) + b * hq, t - 1, hq, bs * hq)
-            }
-        };
         // Rows `units[q]` of Sᵀ's block p.
         let st_q = |uq: &Range<usize>| {
             // SAFETY: part p's block of Sᵀ (the caller's promise).
             unsafe { st.mat_mut(n * us.start + uq.start * h, uq.len(), h, h) }
         };
-        let mut total = 0;
-        for b in 0..bs {
-            for (q, uq) in self.units.iter().enumerate() {
-                // SAFETY: part p's own lists and counts.
-                unsafe {
-                    let list = self
-                        .bt
-                        .ever
-                        .get_mut(lists + b * n + uq.start..lists + b * n + uq.end);
-                    let count = self.k.nonzero_columns(z_b(q, b), list);
-                    let at = counts + b * PARTS + q;
-                    self.bt.ever_count.get_mut(at..at + 1)[0] = count;
-                    total += count;
-                }
-            }
-        }
-        // SAFETY: Z, DA and part p's lists are read only from here.
+        // SAFETY: the states, adjoints and active lists are not written this stage.
         unsafe {
+            let total: usize = (0..bs)
+                .flat_map(|b| (0..PARTS).map(move |q| (b, q)))
+                .map(|(b, q)| self.ever_active(b, q).len())
+                .sum();
             if (total as f64) <= ROWS_MAX_SHARE * (bs * n) as f64 {
                 for b in 0..bs {
                     // Example b's adjoints of steps 2..T in part p's block.
@@ -1510,11 +1522,9 @@ impl<'a> Pass<'a> {
                         .da
                         .mat(self.block_at(t, p) + (bs + b) * h, t - 1, h, bs * h);
                     for (q, uq) in self.units.iter().enumerate() {
-                        let at = counts + b * PARTS + q;
-                        let count = self.bt.ever_count.get(at..at + 1)[0];
-                        let from = lists + b * n + uq.start;
-                        let rows = self.bt.ever.get(from..from + count);
-                        self.k.gemm_tn_rows(scale, z_b(q, b), da_b, rows, st_q(uq));
+                        let rows = self.ever_active(b, q);
+                        self.k
+                            .gemm_tn_rows(scale, self.states_of(b, q), da_b, rows, st_q(uq));
                     }
                 }
             } else {
