@@ -35,11 +35,13 @@ pub(crate) struct TileArgs {
     pub beta: f32,
 }
 
-/// Depth steps ahead an indexed tile prefetches B's row. The selected rows are scattered, so
-/// no hardware prefetcher predicts the next one; a wide B that does not stay in L2 (the
-/// decoder rows of the residual `Z_T·Dᵀ`, 3 KB apart) otherwise stalls on every row. Measured
-/// in the engine at minibatch 10: that stage 0.6–0.7× as long, the recurrent ones (B in L2)
-/// unchanged; 8 and 16 steps alike.
+/// Depth steps ahead an indexed tile of two or more rows prefetches B's row. The selected rows
+/// are scattered, so no hardware prefetcher predicts the next one; a wide B that does not stay
+/// in L2 (the decoder rows of the residual `Z_T·Dᵀ`, 3 KB apart) otherwise stalls on every
+/// row. Measured in the engine at minibatch 10: that stage 0.6–0.7× as long, the recurrent
+/// ones (B in L2) unchanged; 8 and 16 steps alike. A one-row tile (minibatch 1) is bound by
+/// its B loads already, and the prefetches, which take load slots too, made it 0.75–0.9× as
+/// fast.
 const IDX_PREFETCH: usize = 8;
 
 /// Computes `acc[i][v] = Σ_p A(i, p) · B(p, v·LANES..(v+1)·LANES)` in registers.
@@ -88,7 +90,7 @@ pub(crate) unsafe fn bcast_tile<
     let mut p = 0;
     while p + U <= t.k {
         for u in 0..U {
-            if IDX && p + u + IDX_PREFETCH < t.k {
+            if IDX && R > 1 && p + u + IDX_PREFETCH < t.k {
                 let ahead = b_row(bp, p + u + IDX_PREFETCH, 0);
                 for v in 0..NV {
                     s.prefetch(ahead.wrapping_add(v * l));
