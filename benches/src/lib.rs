@@ -341,7 +341,7 @@ impl SparseProblem {
 }
 
 /// Shares of an example's units active at some step, for the recurrent-gradient bench (after
-/// fine-tuning the model sits near 0.45; the engine switches to the dense product above 0.6).
+/// fine-tuning the model sits near 0.45; the engine switches to the dense product above 2/3).
 pub const ROW_SHARES: [f64; 3] = [0.3, 0.45, 0.6];
 
 /// The recurrent-weight gradient of a minibatch, `C (n×n) += Z_stepsᵀ·DA_steps` over

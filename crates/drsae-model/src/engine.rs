@@ -1060,6 +1060,12 @@ impl<'a> Pass<'a> {
         (list.len() < self.units[q].len()).then_some(list)
     }
 
+    /// Where row `row` of part p's block of an n×n matrix in part blocks (`Sᵀ`, `S`; see
+    /// [`to_blocks`]) starts.
+    fn weight_row_at(&self, p: usize, row: usize) -> usize {
+        self.dims.n * self.units[p].start + row * self.units[p].len()
+    }
+
     /// Where part p's block starts in a state buffer of `steps` steps (see [`Batch`]).
     fn block_at(&self, steps: usize, p: usize) -> usize {
         steps * self.bs * self.units[p].start
@@ -1187,7 +1193,7 @@ impl<'a> Pass<'a> {
 
     /// `Z_{s+1}[:, P] = relu(U[:, P] + Z_s·Sᵀ[:, P])`, over the units active at step s.
     fn recur(&self, s: usize, p: usize) {
-        let (n, t, bs, us) = (self.dims.n, self.dims.t, self.bs, self.units[p].clone());
+        let (t, bs, us) = (self.dims.t, self.bs, self.units[p].clone());
         let h = us.len();
         // SAFETY: part p's block of the pre-activation; U, the previous state, its active
         // lists and Sᵀ are not written this stage.
@@ -1199,7 +1205,10 @@ impl<'a> Pass<'a> {
             // One product per part's block of Z_s, with the matching rows of Sᵀ's block p.
             for (q, uq) in self.units.iter().enumerate() {
                 let prev = self.block(&self.bt.z, t, (s - 1) * bs, bs, q);
-                let st = self.w.st.mat(n * us.start + uq.start * h, uq.len(), h, h);
+                let st = self
+                    .w
+                    .st
+                    .mat(self.weight_row_at(p, uq.start), uq.len(), h, h);
                 let a = self.block_mut(&self.bt.a, 1, 0, bs, p);
                 self.gemm(1.0, prev, st, self.active(s - 1, q), 1.0, a);
             }
@@ -1353,25 +1362,31 @@ impl<'a> Pass<'a> {
                 }
                 let at = p * self.bt.ever_part + b * self.dims.n;
                 let list = self.bt.ever.get_mut(at..at + self.units[p].len());
-                let count = self.k.nonzero_columns(self.states_of(b, p), list);
+                let count = self
+                    .k
+                    .nonzero_columns(self.steps_of(&self.bt.z, 0, b, p), list);
                 let at = p * self.bt.ever_count_part + b;
                 self.bt.ever_count.get_mut(at..at + 1)[0] = count;
             }
         }
     }
 
-    /// Example b's states after steps 1..T−1 in part q's block: T−1 rows, bs rows apart.
+    /// Example b's values of T−1 consecutive steps from step `first` (0-based) in part q's
+    /// block of a state buffer of T steps: T−1 rows, bs rows apart.
     ///
     /// # Safety
     /// As [`Raw::mat`].
-    unsafe fn states_of(&self, b: usize, q: usize) -> MatRef<'_> {
+    unsafe fn steps_of<'b>(
+        &self,
+        buf: &'b Raw<f32>,
+        first: usize,
+        b: usize,
+        q: usize,
+    ) -> MatRef<'b> {
         let (t, bs, hq) = (self.dims.t, self.bs, self.units[q].len());
+        let at = self.block_at(t, q) + (first * bs + b) * hq;
         // SAFETY: forwarded to the caller.
-        unsafe {
-            self.bt
-                .z
-                .mat(self.block_at(t, q) + b * hq, t - 1, hq, bs * hq)
-        }
+        unsafe { buf.mat(at, t - 1, hq, bs * hq) }
     }
 
     /// The units of part q that example b activates at some step before the last, as built
@@ -1392,7 +1407,7 @@ impl<'a> Pass<'a> {
     /// `DA_s[:, P] = mask_s ⊙ (DA_{s+1}·S[:, P])` (over the units active at step s+1), and
     /// `DU[:, P] += DA_s[:, P]`.
     fn back(&self, s: usize, p: usize) {
-        let (n, t, bs, us) = (self.dims.n, self.dims.t, self.bs, self.units[p].clone());
+        let (t, bs, us) = (self.dims.t, self.bs, self.units[p].clone());
         let h = us.len();
         // SAFETY: part p's blocks of DA_s and DU; DA_{s+1}, its active lists, the states and
         // S are not written this stage.
@@ -1400,7 +1415,7 @@ impl<'a> Pass<'a> {
             // One product per part's block of DA_{s+1}, with the matching rows of S's block p.
             for (q, uq) in self.units.iter().enumerate() {
                 let upper = self.block(&self.bt.da, t, (s + 1) * bs, bs, q);
-                let s_mat = self.s.mat(n * us.start + uq.start * h, uq.len(), h, h);
+                let s_mat = self.s.mat(self.weight_row_at(p, uq.start), uq.len(), h, h);
                 let cur = self.block_mut(&self.bt.da, t, s * bs, bs, p);
                 let beta = if q == 0 { 0.0 } else { 1.0 };
                 self.gemm(1.0, upper, s_mat, self.active(s + 1, q), beta, cur);
@@ -1506,7 +1521,7 @@ impl<'a> Pass<'a> {
         // Rows `units[q]` of Sᵀ's block p.
         let st_q = |uq: &Range<usize>| {
             // SAFETY: part p's block of Sᵀ (the caller's promise).
-            unsafe { st.mat_mut(n * us.start + uq.start * h, uq.len(), h, h) }
+            unsafe { st.mat_mut(self.weight_row_at(p, uq.start), uq.len(), h, h) }
         };
         // SAFETY: the states, adjoints and active lists are not written this stage.
         unsafe {
@@ -1516,15 +1531,12 @@ impl<'a> Pass<'a> {
                 .sum();
             if (total as f64) <= ROWS_MAX_SHARE * (bs * n) as f64 {
                 for b in 0..bs {
-                    // Example b's adjoints of steps 2..T in part p's block.
-                    let da_b = self
-                        .bt
-                        .da
-                        .mat(self.block_at(t, p) + (bs + b) * h, t - 1, h, bs * h);
+                    // Example b's states of steps 1..T−1 and adjoints of steps 2..T.
+                    let da_b = self.steps_of(&self.bt.da, 1, b, p);
                     for (q, uq) in self.units.iter().enumerate() {
+                        let z_b = self.steps_of(&self.bt.z, 0, b, q);
                         let rows = self.ever_active(b, q);
-                        self.k
-                            .gemm_tn_rows(scale, self.states_of(b, q), da_b, rows, st_q(uq));
+                        self.k.gemm_tn_rows(scale, z_b, da_b, rows, st_q(uq));
                     }
                 }
             } else {
@@ -1541,23 +1553,15 @@ impl<'a> Pass<'a> {
     /// `S[:, P] ← (Sᵀ[P, :])ᵀ`: part p's columns of S, from its units' rows of Sᵀ (which
     /// every part's update wrote).
     fn mirror(&self, p: usize) {
-        let (n, us) = (self.dims.n, &self.units[p]);
+        let us = &self.units[p];
         // Rows `units[q]` of S's block p are the transpose of rows `units[p]` of Sᵀ's block q.
-        for uq in &self.units {
+        for (q, uq) in self.units.iter().enumerate() {
             // SAFETY: part p's block of S; Sᵀ is not written this stage.
             unsafe {
-                let src = self.w.st.mat(
-                    n * uq.start + us.start * uq.len(),
-                    us.len(),
-                    uq.len(),
-                    uq.len(),
-                );
-                let dst = self.s.mat_mut(
-                    n * us.start + uq.start * us.len(),
-                    uq.len(),
-                    us.len(),
-                    us.len(),
-                );
+                let at = self.weight_row_at(q, us.start);
+                let src = self.w.st.mat(at, us.len(), uq.len(), uq.len());
+                let at = self.weight_row_at(p, uq.start);
+                let dst = self.s.mat_mut(at, uq.len(), us.len(), us.len());
                 self.k.transpose(src, dst);
             }
         }
