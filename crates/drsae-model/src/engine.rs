@@ -1,16 +1,15 @@
 //! The fast f32 training engine: the reference's mathematics on whole minibatches, as a
 //! handful of matrix products per recurrent step through the kernels crate.
 //!
-//! The examples of a minibatch are carried through the recurrence together, so each weight
-//! matrix streams through the cache once per step for several examples instead of once per
-//! example; at the activity DrSAE trains with (30–50 % of units on after pretraining) a row
-//! that is needed by one example is needed by nearly all of them, and a minibatch product on
-//! the register-tiled GEMM beats gathering active rows per example (see `results/kernels.csv`).
-//! The sparsity that survives batching is used through the depth of the products: each
-//! step's state `Z_t` and adjoint `DA_t` are zero outside the units active in some example of
-//! the minibatch, so `Z_t·Sᵀ`, `DA_t·S` and `Z_T·Dᵀ` run over those units' rows of the
-//! weights only ([`Kernels::gemm_depth_subset`]); at minibatch 1 this is the per-example
-//! sparse product.
+//! The examples of a minibatch are carried through each step together, so the dense
+//! products (the input drive, the weight gradients) stream each weight matrix through the
+//! cache once per step for all of them instead of once per example.
+//! The sparsity is used through the depth of the products: each example's row of a step's
+//! state `Z_t` and adjoint `DA_t` is zero outside the units it activates, so `Z_t·Sᵀ`,
+//! `DA_t·S` and `Z_T·Dᵀ` run over those units' rows of the weights only
+//! ([`Kernels::gemm_depth_subset`]), example by example while the examples' own units are
+//! few next to the minibatch's (after pretraining, every step but the first), else for the
+//! whole minibatch over the units active in some example (see [`EXAMPLE_DEPTH_MAX_SHARE`]).
 //!
 //! Step by step, with `Z_t`, `DA_t` (B × n) the states and masked adjoints of step t:
 //! - forward: `U = X·Eᵀ − b`, `Z_1 = relu(U)`, `Z_{t+1} = relu(U + Z_t·Sᵀ)`, `R = Z_T·Dᵀ − X`;
@@ -58,6 +57,15 @@ use parts::{PARTS, Raw, padded};
 /// 208 columns), so the rows win below ≈ 70 %; the whole 400-column product still runs 1.3×
 /// faster at 60 % (`results/kernels.csv`, `gemm_tn_rows_rec_grad`).
 const ROWS_MAX_SHARE: f64 = 2.0 / 3.0;
+
+/// The largest share of a step's (examples × units active in some example) for which the
+/// products over a state (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`) run example by example over each
+/// example's own active units. One example's row of such a product costs about 2.2× its
+/// share of the minibatch's register-tiled product per unit of depth (one core, n = 400,
+/// minibatch 10), so the examples win below ≈ 45 %: after pretraining an example has
+/// 28.5 % of the units on at a step and the minibatch 90 %, so every step but the first
+/// runs by example (1.15–1.18× the examples/s on one thread, paired).
+const EXAMPLE_DEPTH_MAX_SHARE: f64 = 0.45;
 
 /// Examples per task when evaluating a split.
 const EVAL_CHUNK: usize = 128;
@@ -192,11 +200,12 @@ struct Batch {
     /// `unit_count`.
     units: Vec<u32>,
     unit_count: Vec<usize>,
-    /// Scratch: which of its units a part has seen active and its ReLU index output, part
-    /// p's at `p·padded(n)`.
+    /// Scratch: which of its units a part has seen active, part p's at `p·padded(n)`.
     seen: Vec<bool>,
-    idx: Vec<u32>,
-    /// Active units per part, step and example, at `p·padded(t·cap) + s·bs + b`.
+    /// Each example's active units at each step, per part: ascending indices into p's block
+    /// at `p·padded(t·cap·n) + (s·bs + b)·n`; their number at `p·padded(t·cap) + s·bs + b`
+    /// of `counts`.
+    lists: Vec<u32>,
     counts: Vec<usize>,
     /// The units of part p that example b activates at some step before the last (ascending
     /// indices into p's block, at `p·padded(cap·n) + b·n`; their number at
@@ -237,7 +246,7 @@ impl Batch {
             units: vec![0; t * n],
             unit_count: vec![0; PARTS * padded::<usize>(t)],
             seen: vec![false; PARTS * padded::<bool>(n)],
-            idx: vec![0; PARTS * padded::<u32>(n)],
+            lists: vec![0; PARTS * padded::<u32>(t * cap * n)],
             counts: vec![0; PARTS * padded::<usize>(t * cap)],
             ever: vec![0; PARTS * padded::<u32>(cap * n)],
             ever_count: vec![0; PARTS * padded::<usize>(cap)],
@@ -791,9 +800,10 @@ impl WeightsRaw {
 /// Raw handles to a [`Batch`]'s buffers.
 #[derive(Clone, Copy)]
 struct BatchRaw {
-    /// [`Batch::stride`], and each part's share of `counts`, `ever` and `ever_count`.
+    /// [`Batch::stride`], and each part's share of `counts`, `lists`, `ever` and `ever_count`.
     stride: usize,
     count_part: usize,
+    list_part: usize,
     ever_part: usize,
     ever_count_part: usize,
     u: Raw<f32>,
@@ -809,7 +819,7 @@ struct BatchRaw {
     units: Raw<u32>,
     unit_count: Raw<usize>,
     seen: Raw<bool>,
-    idx: Raw<u32>,
+    lists: Raw<u32>,
     counts: Raw<usize>,
     ever: Raw<u32>,
     ever_count: Raw<usize>,
@@ -826,6 +836,7 @@ impl BatchRaw {
         Self {
             stride: bt.stride,
             count_part: bt.counts.len() / PARTS,
+            list_part: bt.lists.len() / PARTS,
             ever_part: bt.ever.len() / PARTS,
             ever_count_part: bt.ever_count.len() / PARTS,
             u: Raw::new(&mut bt.u),
@@ -841,7 +852,7 @@ impl BatchRaw {
             units: Raw::new(&mut bt.units),
             unit_count: Raw::new(&mut bt.unit_count),
             seen: Raw::new(&mut bt.seen),
-            idx: Raw::new(&mut bt.idx),
+            lists: Raw::new(&mut bt.lists),
             counts: Raw::new(&mut bt.counts),
             ever: Raw::new(&mut bt.ever),
             ever_count: Raw::new(&mut bt.ever_count),
@@ -1060,6 +1071,56 @@ impl<'a> Pass<'a> {
         (list.len() < self.units[q].len()).then_some(list)
     }
 
+    /// Example b's units of part q active at step s, as indices into q's block.
+    ///
+    /// # Safety
+    /// As [`Pass::own_units`].
+    unsafe fn example_units(&self, s: usize, b: usize, q: usize) -> &[u32] {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let at = q * self.bt.count_part + s * self.bs + b;
+            let count = self.bt.counts.get(at..at + 1)[0];
+            let at = q * self.bt.list_part + (s * self.bs + b) * self.dims.n;
+            self.bt.lists.get(at..at + count)
+        }
+    }
+
+    /// `C ← A·B + β·C` where row e of A is example e's state (or masked adjoint) of step s
+    /// over part q's units, so zero outside the units it activates: over each example's own
+    /// units when they add up to at most [`EXAMPLE_DEPTH_MAX_SHARE`] of the minibatch's
+    /// (examples × units active in some example), else over the latter for all examples at
+    /// once. The choice depends only on the activity, not on the thread count.
+    ///
+    /// # Safety
+    /// As [`Pass::own_units`] for step s.
+    unsafe fn state_product(
+        &self,
+        (s, q): (usize, usize),
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        mut c: MatMut<'_>,
+    ) {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let shared = self.own_units(s, q).len();
+            let own: usize = (0..self.bs)
+                .map(|e| self.example_units(s, e, q).len())
+                .sum();
+            if (own as f64) > EXAMPLE_DEPTH_MAX_SHARE * (self.bs * shared) as f64 {
+                self.gemm(1.0, a, b, self.active(s, q), beta, c);
+                return;
+            }
+            for e in 0..self.bs {
+                let (row, rest) = c.split_at_row(1);
+                let a_row = a.block(e, 0, 1, a.cols());
+                self.k
+                    .gemm_depth_subset(1.0, a_row, b, self.example_units(s, e, q), beta, row);
+                c = rest;
+            }
+        }
+    }
+
     /// Where row `row` of part p's block of an n×n matrix in part blocks (`Sᵀ`, `S`; see
     /// [`to_blocks`]) starts.
     fn weight_row_at(&self, p: usize, row: usize) -> usize {
@@ -1145,18 +1206,18 @@ impl<'a> Pass<'a> {
         let src = if s == 0 { &bt.u } else { &bt.a };
         // SAFETY: part p's own scratch, states and counts; `src` is not written this stage.
         unsafe {
-            let at = p * padded::<u32>(n);
-            let idx = bt.idx.get_mut(at..at + n);
             let at = p * padded::<bool>(n);
             let seen = bt.seen.get_mut(at..at + us.len());
             seen.fill(false);
             for b in 0..bs {
                 let a_row = self.own(src, 1, b, p);
                 let z_row = self.own_mut(&bt.z, t, s * bs + b, p);
-                let count = self.k.relu_active(a_row, z_row, idx);
+                let at = p * bt.list_part + (s * bs + b) * n;
+                let list = bt.lists.get_mut(at..at + us.len());
+                let count = self.k.relu_active(a_row, z_row, list);
                 let at = p * bt.count_part + s * bs + b;
                 bt.counts.get_mut(at..at + 1)[0] = count;
-                for &i in &idx[..count] {
+                for &i in &list[..count] {
                     seen[i as usize] = true;
                 }
             }
@@ -1210,7 +1271,7 @@ impl<'a> Pass<'a> {
                     .st
                     .mat(self.weight_row_at(p, uq.start), uq.len(), h, h);
                 let a = self.block_mut(&self.bt.a, 1, 0, bs, p);
-                self.gemm(1.0, prev, st, self.active(s - 1, q), 1.0, a);
+                self.state_product((s - 1, q), prev, st, 1.0, a);
             }
         }
         self.activate(s, p);
@@ -1234,9 +1295,7 @@ impl<'a> Pass<'a> {
             }
             let z_last = self.block(&self.bt.z, t, (t - 1) * bs, bs, p);
             let dt = self.w.dt.mat(us.start * m, us.len(), m, m);
-            let own = self.own_units(t - 1, p);
-            self.k
-                .gemm_depth_subset(1.0, z_last, dt, own, 1.0, view_mut(r, bs, m));
+            self.state_product((t - 1, p), z_last, dt, 1.0, view_mut(r, bs, m));
             for b in 0..bs {
                 let z = self.own(&self.bt.z, t, (t - 1) * bs + b, p);
                 self.bt.sq.get_mut(p * cap + b..p * cap + b + 1)[0] = self.k.dot(z, z);
@@ -1418,7 +1477,7 @@ impl<'a> Pass<'a> {
                 let s_mat = self.s.mat(self.weight_row_at(p, uq.start), uq.len(), h, h);
                 let cur = self.block_mut(&self.bt.da, t, s * bs, bs, p);
                 let beta = if q == 0 { 0.0 } else { 1.0 };
-                self.gemm(1.0, upper, s_mat, self.active(s + 1, q), beta, cur);
+                self.state_product((s + 1, q), upper, s_mat, beta, cur);
             }
             for b in 0..bs {
                 let cur = self.own_mut(&self.bt.da, t, s * bs + b, p);

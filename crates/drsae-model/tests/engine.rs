@@ -204,10 +204,30 @@ fn recurrent_rows_share(p: &Params<f64>, cfg: &Config, x: &[f32]) -> f64 {
     rows as f64 / (x.len() / m * n) as f64
 }
 
+/// Per step: the examples' own active units added up, as a share of (examples × units
+/// active in some example): the share of the minibatch-wide products' depth that the
+/// products over a state need, by the reference's forward pass.
+fn example_depth_shares(p: &Params<f64>, cfg: &Config, x: &[f32]) -> Vec<f64> {
+    let (m, n, t) = (cfg.n_input, cfg.n_hidden, cfg.n_steps);
+    let traces: Vec<_> = x
+        .chunks_exact(m)
+        .map(|xb| drsae_model::reference::forward(p, &to_f64(xb), t))
+        .collect();
+    (1..=t)
+        .map(|s| {
+            let on = |j: usize| traces.iter().filter(|tr| tr.z[s][j] > 0.0).count();
+            let own: usize = (0..n).map(on).sum();
+            let shared = (0..n).filter(|&j| on(j) > 0).count();
+            own as f64 / (traces.len() * shared.max(1)) as f64
+        })
+        .collect()
+}
+
 /// The recurrent gradient runs example by example over each example's active units when
-/// those are few and as one dense product when they are many: both agree with the reference
-/// (thresholds raised to make the codes sparse, as training does), and both give the same
-/// parameters on one and two threads.
+/// those are few and as one dense product when they are many, and so do the products over a
+/// state (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`): both ways agree with the reference (thresholds
+/// raised to make the codes sparse, as training does), and both give the same parameters
+/// on one and two threads.
 #[test]
 fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
     let ds = fixture();
@@ -226,6 +246,17 @@ fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
         assert!(
             share > 0.1 || !want_sparse,
             "codes {share:.2} too sparse to test much"
+        );
+        // The engine goes example by example below 45 %: the dense case stays above it at
+        // every step, the sparse one below it after the first.
+        let depth = example_depth_shares(&params.to_f64(), &cfg, &x);
+        assert!(
+            if want_sparse {
+                depth[1..].iter().all(|&d| d < 0.4)
+            } else {
+                depth.iter().all(|&d| d > 0.5)
+            },
+            "examples' depth shares {depth:.2?}: the case does not test the path it names"
         );
         let mut engine = Engine::new(params, &cfg, 2).unwrap();
         check_against_reference(&mut engine, &cfg, &x, &y, Phase::Pretrain);
