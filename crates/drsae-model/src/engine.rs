@@ -1336,10 +1336,10 @@ impl<'a> Pass<'a> {
     }
 
     /// Part 0: logits, softmax, prediction and cross-entropy per example, and with a
-    /// backward pass `∂L/∂logits`. Every part then starts `DA_T[:, P] = w_rec·R·D[:, P]`.
+    /// backward pass `∂L/∂logits`. Every part then starts `DA_T[:, P]` from the
+    /// reconstruction (see [`Pass::reconstruction_signal`]).
     fn head(&self, p: usize) {
-        let Dims { m, n, l, t, .. } = self.dims;
-        let (bs, us) = (self.bs, self.units[p].clone());
+        let Dims { n, l, .. } = self.dims;
         let w_cls = self.lw.w_cls as f32;
         // SAFETY: part 0 alone writes the probabilities, predictions and cross-entropies;
         // each part writes its columns of DA_T; ẑ, R, C and Dᵀ are not written this stage.
@@ -1359,10 +1359,47 @@ impl<'a> Pass<'a> {
                 }
             }
             if self.update.is_some() {
+                self.reconstruction_signal(p);
+            }
+        }
+    }
+
+    /// `DA_T[:, P] = w_rec·R·D[:, P]`, the reconstruction's share of the top adjoint, where
+    /// it matters: the top stage zeroes it outside each example's units active at step T.
+    /// So when those add up to at most [`EXAMPLE_DEPTH_MAX_SHARE`] of the part's columns,
+    /// each example's row is the dot products of R_b with its active units' rows of Dᵀ
+    /// (zero elsewhere); otherwise one product for the minibatch.
+    ///
+    /// # Safety
+    /// As [`Pass::head`] for part p.
+    unsafe fn reconstruction_signal(&self, p: usize) {
+        let Dims { m, t, .. } = self.dims;
+        let (bs, us) = (self.bs, self.units[p].clone());
+        let w_rec = self.lw.w_rec as f32;
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let dt = self.w.dt.mat(us.start * m, us.len(), m, m);
+            let own: usize = (0..bs).map(|b| self.example_units(t - 1, b, p).len()).sum();
+            if (own as f64) > EXAMPLE_DEPTH_MAX_SHARE * (bs * us.len()) as f64 {
                 let r = self.bt.r[0].mat(0, bs, m, m);
-                let d = self.w.dt.mat(us.start * m, us.len(), m, m).t();
                 let da = self.block_mut(&self.bt.da, t, (t - 1) * bs, bs, p);
-                self.k.gemm(self.lw.w_rec as f32, r, d, 0.0, da);
+                self.k.gemm(w_rec, r, dt.t(), 0.0, da);
+                return;
+            }
+            for b in 0..bs {
+                let rows = self.example_units(t - 1, b, p);
+                let da = self.own_mut(&self.bt.da, t, (t - 1) * bs + b, p);
+                let (dots, rest) = da.split_at_mut(rows.len());
+                self.k
+                    .gather_dots(dots, dt, rows, self.bt.r[0].get(b * m..(b + 1) * m));
+                rest.fill(0.0);
+                // Spread the k-th dot to its unit's place (`rows[k] >= k`, so going down
+                // never overwrites a dot not yet moved).
+                for (k, &i) in rows.iter().enumerate().rev() {
+                    let v = da[k];
+                    da[k] = 0.0;
+                    da[i as usize] = w_rec * v;
+                }
             }
         }
     }

@@ -225,9 +225,9 @@ fn example_depth_shares(p: &Params<f64>, cfg: &Config, x: &[f32]) -> Vec<f64> {
 
 /// The recurrent gradient runs example by example over each example's active units when
 /// those are few and as one dense product when they are many, and so do the products over a
-/// state (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`): both ways agree with the reference (thresholds
-/// raised to make the codes sparse, as training does), and both give the same parameters
-/// on one and two threads.
+/// state (`Z_t·Sᵀ`, `DA_t·S`, `Z_T·Dᵀ`) and the reconstruction's share of the top adjoint:
+/// both ways agree with the reference (thresholds raised to make the codes sparse, as
+/// training does), and both give the same parameters on one and two threads.
 #[test]
 fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
     let ds = fixture();
