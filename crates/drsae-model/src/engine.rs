@@ -64,7 +64,7 @@ const ROWS_MAX_SHARE: f64 = 2.0 / 3.0;
 /// share of the minibatch's register-tiled product per unit of depth (one core, n = 400,
 /// minibatch 10), so the examples win below ≈ 45 %: after pretraining an example has
 /// 28.5 % of the units on at a step and the minibatch 90 %, so every step but the first
-/// runs by example (1.15–1.18× the examples/s on one thread, paired).
+/// runs by example (1.13–1.19× the examples/s on one thread, paired).
 const EXAMPLE_DEPTH_MAX_SHARE: f64 = 0.45;
 
 /// Examples per task when evaluating a split.
