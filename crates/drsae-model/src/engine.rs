@@ -1071,18 +1071,39 @@ impl<'a> Pass<'a> {
         (list.len() < self.units[q].len()).then_some(list)
     }
 
+    /// Where example b's active units of part q at step s and their number lie in `lists`
+    /// and `counts` (see [`Batch`]).
+    fn example_list_at(&self, s: usize, b: usize, q: usize) -> (usize, usize) {
+        let row = s * self.bs + b;
+        (
+            q * self.bt.list_part + row * self.dims.n,
+            q * self.bt.count_part + row,
+        )
+    }
+
     /// Example b's units of part q active at step s, as indices into q's block.
     ///
     /// # Safety
     /// As [`Pass::own_units`].
     unsafe fn example_units(&self, s: usize, b: usize, q: usize) -> &[u32] {
+        let (list_at, count_at) = self.example_list_at(s, b, q);
         // SAFETY: forwarded to the caller.
         unsafe {
-            let at = q * self.bt.count_part + s * self.bs + b;
-            let count = self.bt.counts.get(at..at + 1)[0];
-            let at = q * self.bt.list_part + (s * self.bs + b) * self.dims.n;
-            self.bt.lists.get(at..at + count)
+            let count = self.bt.counts.get(count_at..count_at + 1)[0];
+            self.bt.lists.get(list_at..list_at + count)
         }
+    }
+
+    /// Whether the products over step s's states of part q go example by example: when the
+    /// examples' own active units add up to at most [`EXAMPLE_DEPTH_MAX_SHARE`] of `bs × width`,
+    /// `width` being what the minibatch-wide product would cover per example.
+    ///
+    /// # Safety
+    /// As [`Pass::own_units`].
+    unsafe fn by_example(&self, s: usize, q: usize, width: usize) -> bool {
+        // SAFETY: forwarded to the caller.
+        let own: usize = unsafe { (0..self.bs).map(|e| self.example_units(s, e, q).len()) }.sum();
+        own as f64 <= EXAMPLE_DEPTH_MAX_SHARE * (self.bs * width) as f64
     }
 
     /// `C ← A·B + β·C` where row e of A is example e's state (or masked adjoint) of step s
@@ -1103,11 +1124,7 @@ impl<'a> Pass<'a> {
     ) {
         // SAFETY: forwarded to the caller.
         unsafe {
-            let shared = self.own_units(s, q).len();
-            let own: usize = (0..self.bs)
-                .map(|e| self.example_units(s, e, q).len())
-                .sum();
-            if (own as f64) > EXAMPLE_DEPTH_MAX_SHARE * (self.bs * shared) as f64 {
+            if !self.by_example(s, q, self.own_units(s, q).len()) {
                 self.gemm(1.0, a, b, self.active(s, q), beta, c);
                 return;
             }
@@ -1212,11 +1229,10 @@ impl<'a> Pass<'a> {
             for b in 0..bs {
                 let a_row = self.own(src, 1, b, p);
                 let z_row = self.own_mut(&bt.z, t, s * bs + b, p);
-                let at = p * bt.list_part + (s * bs + b) * n;
-                let list = bt.lists.get_mut(at..at + us.len());
+                let (list_at, count_at) = self.example_list_at(s, b, p);
+                let list = bt.lists.get_mut(list_at..list_at + us.len());
                 let count = self.k.relu_active(a_row, z_row, list);
-                let at = p * bt.count_part + s * bs + b;
-                bt.counts.get_mut(at..at + 1)[0] = count;
+                bt.counts.get_mut(count_at..count_at + 1)[0] = count;
                 for &i in &list[..count] {
                     seen[i as usize] = true;
                 }
@@ -1379,8 +1395,7 @@ impl<'a> Pass<'a> {
         // SAFETY: forwarded to the caller.
         unsafe {
             let dt = self.w.dt.mat(us.start * m, us.len(), m, m);
-            let own: usize = (0..bs).map(|b| self.example_units(t - 1, b, p).len()).sum();
-            if (own as f64) > EXAMPLE_DEPTH_MAX_SHARE * (bs * us.len()) as f64 {
+            if !self.by_example(t - 1, p, us.len()) {
                 let r = self.bt.r[0].mat(0, bs, m, m);
                 let da = self.block_mut(&self.bt.da, t, (t - 1) * bs, bs, p);
                 self.k.gemm(w_rec, r, dt.t(), 0.0, da);

@@ -191,8 +191,8 @@ pub(crate) unsafe fn store_tile<S: Simd, const R: usize, const NV: usize>(
         // The edge paths work on an opaque copy of the tile. Their loops stop at run time, so
         // they index it at run time, which would otherwise keep the accumulators themselves
         // in memory: every whole tile above then spilled its R·NV vectors to the stack before
-        // storing them (the B = 10 weight gradients ran at 0.84× `matrixmultiply`, 0.97–1.00×
-        // without the spill). A plain copy is merged back into the original by the compiler.
+        // storing them (the B = 10 weight gradients ran at 0.83–0.85× `matrixmultiply`,
+        // 0.99–1.02× without the spill). A plain copy is merged back into the original by the compiler.
         let acc = core::hint::black_box(*acc);
         for i in 0..R {
             let row = t.c.wrapping_add(i * t.c_rs);
