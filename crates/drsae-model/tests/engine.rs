@@ -8,7 +8,7 @@ use drsae_data::mnist::{Dataset, LoadOptions, load};
 use drsae_model::engine::Engine;
 use drsae_model::init::initialize_seeded;
 use drsae_model::optim::{project, sgd_step};
-use drsae_model::reference::{Model, loss_and_grad};
+use drsae_model::reference::{Model, Trace, loss_and_grad};
 use drsae_model::{Config, Params, Phase};
 
 fn fixture() -> Dataset {
@@ -190,29 +190,29 @@ fn engine_gradients_match_reference_at_full_size_after_training() {
     check_against_reference(&mut engine, &cfg, &x, &y, Phase::Finetune);
 }
 
+/// The reference's forward pass of each example of a minibatch.
+fn traces(p: &Params<f64>, cfg: &Config, x: &[f32]) -> Vec<Trace> {
+    x.chunks_exact(cfg.n_input)
+        .map(|xb| drsae_model::reference::forward(p, &to_f64(xb), cfg.n_steps))
+        .collect()
+}
+
 /// Share of the minibatch's (example, unit) pairs active at some step before the last: the
-/// rows the recurrent gradient needs, by the reference's forward pass.
-fn recurrent_rows_share(p: &Params<f64>, cfg: &Config, x: &[f32]) -> f64 {
-    let (m, n, t) = (cfg.n_input, cfg.n_hidden, cfg.n_steps);
-    let mut rows = 0usize;
-    for xb in x.chunks_exact(m) {
-        let trace = drsae_model::reference::forward(p, &to_f64(xb), t);
-        rows += (0..n)
-            .filter(|&j| (1..t).any(|s| trace.z[s][j] > 0.0))
-            .count();
-    }
-    rows as f64 / (x.len() / m * n) as f64
+/// rows the recurrent gradient needs.
+fn recurrent_rows_share(traces: &[Trace], cfg: &Config) -> f64 {
+    let (n, t) = (cfg.n_hidden, cfg.n_steps);
+    let rows: usize = traces
+        .iter()
+        .map(|tr| (0..n).filter(|&j| (1..t).any(|s| tr.z[s][j] > 0.0)).count())
+        .sum();
+    rows as f64 / (traces.len() * n) as f64
 }
 
 /// Per step: the examples' own active units added up, as a share of (examples × units
 /// active in some example): the share of the minibatch-wide products' depth that the
-/// products over a state need, by the reference's forward pass.
-fn example_depth_shares(p: &Params<f64>, cfg: &Config, x: &[f32]) -> Vec<f64> {
-    let (m, n, t) = (cfg.n_input, cfg.n_hidden, cfg.n_steps);
-    let traces: Vec<_> = x
-        .chunks_exact(m)
-        .map(|xb| drsae_model::reference::forward(p, &to_f64(xb), t))
-        .collect();
+/// products over a state need.
+fn example_depth_shares(traces: &[Trace], cfg: &Config) -> Vec<f64> {
+    let (n, t) = (cfg.n_hidden, cfg.n_steps);
     (1..=t)
         .map(|s| {
             let on = |j: usize| traces.iter().filter(|tr| tr.z[s][j] > 0.0).count();
@@ -237,7 +237,8 @@ fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
     let mut sparse = dense.clone();
     sparse.b.fill(0.012);
     for (params, want_sparse) in [(&dense, false), (&sparse, true)] {
-        let share = recurrent_rows_share(&params.to_f64(), &cfg, &x);
+        let traces = traces(&params.to_f64(), &cfg, &x);
+        let share = recurrent_rows_share(&traces, &cfg);
         assert_eq!(
             share < 0.5,
             want_sparse,
@@ -249,7 +250,7 @@ fn recurrent_gradient_matches_reference_on_sparse_and_dense_codes() {
         );
         // The engine goes example by example below 45 %: the dense case stays above it at
         // every step, the sparse one below it after the first.
-        let depth = example_depth_shares(&params.to_f64(), &cfg, &x);
+        let depth = example_depth_shares(&traces, &cfg);
         assert!(
             if want_sparse {
                 depth[1..].iter().all(|&d| d < 0.4)

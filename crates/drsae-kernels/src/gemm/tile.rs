@@ -192,7 +192,8 @@ pub(crate) unsafe fn store_tile<S: Simd, const R: usize, const NV: usize>(
         // they index it at run time, which would otherwise keep the accumulators themselves
         // in memory: every whole tile above then spilled its R·NV vectors to the stack before
         // storing them (the B = 10 weight gradients ran at 0.83–0.85× `matrixmultiply`,
-        // 0.99–1.02× without the spill). A plain copy is merged back into the original by the compiler.
+        // 0.99–1.02× without the spill). A plain copy is merged back into the original by the
+        // compiler.
         let acc = core::hint::black_box(*acc);
         for i in 0..R {
             let row = t.c.wrapping_add(i * t.c_rs);
